@@ -1,0 +1,149 @@
+"""GoogLeNet (Inception v1) with BatchNorm after every convolution.
+
+Layer names follow torchvision's ``googlenet`` so its state dicts load as they are.
+As in torchvision and MindSpore, the "5x5" branch of each Inception block uses a 3x3
+convolution (a known deviation from the paper, kept for weight compatibility).
+
+``stem="cifar"`` replaces the 224-pixel stem (7x7/2 conv, two 3x3/2 max-pools) with
+3x3 stride-1 convolutions and no early downsampling, for 32x32 inputs: the inception
+stages then run at 32, 16 and 8 pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, BasicConv2d, DataConfig, InceptionBase, init_weights
+
+
+class Inception(nn.Module):
+    """Four parallel branches: 1x1; 1x1 -> 3x3; 1x1 -> 3x3 (the paper's 5x5); pool -> 1x1."""
+
+    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int,
+                 ch5x5red: int, ch5x5: int, pool_proj: int) -> None:
+        super().__init__()
+        self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1)
+        self.branch2 = nn.Sequential(
+            BasicConv2d(in_channels, ch3x3red, kernel_size=1),
+            BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1),
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv2d(in_channels, ch5x5red, kernel_size=1),
+            BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1),
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+            BasicConv2d(in_channels, pool_proj, kernel_size=1),
+        )
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class InceptionAux(nn.Module):
+    """Auxiliary classifier: 4x4 average pool -> 1x1 conv (128) -> fc 1024 -> dropout -> fc."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.7) -> None:
+        super().__init__()
+        self.conv = BasicConv2d(in_channels, 128, kernel_size=1)
+        self.fc1 = nn.Linear(2048, 1024)
+        self.fc2 = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.adaptive_avg_pool2d(x, (4, 4))
+        x = torch.flatten(self.conv(x), 1)
+        x = self.dropout(F.relu(self.fc1(x), inplace=True))
+        return self.fc2(x)
+
+
+class GoogLeNet(InceptionBase):
+    classifier_name = "fc"
+    classifier_keys = ("fc.", "aux1.fc2.", "aux2.fc2.")
+    aux_keys = ("aux1.", "aux2.")
+
+    def __init__(self, num_classes: int = 1000, aux_logits: bool = False, stem: str = "imagenet",
+                 dropout: float = 0.2, dropout_aux: float = 0.7, in_chans: int = 3) -> None:
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"googlenet stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.arch = "googlenet"
+        self.num_classes = num_classes
+        self.num_features = 1024
+        self.aux_logits = aux_logits
+        self.stem = stem
+        if stem == "imagenet":
+            self.conv1 = BasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3)
+            self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.conv2 = BasicConv2d(64, 64, kernel_size=1)
+            self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
+            self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.data_config = DataConfig(input_size=(3, 224, 224), min_input_size=15,
+                                          mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                          interpolation="bilinear", crop_pct=0.875)
+        else:
+            self.conv1 = BasicConv2d(in_chans, 64, kernel_size=3, stride=1, padding=1)
+            self.maxpool1 = nn.Identity()
+            self.conv2 = BasicConv2d(64, 64, kernel_size=1)
+            self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
+            self.maxpool2 = nn.Identity()
+            self.data_config = DataConfig(input_size=(3, 32, 32), min_input_size=2,
+                                          mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                          interpolation="bilinear", crop_pct=1.0)
+
+        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
+
+        if aux_logits:
+            self.aux1 = InceptionAux(512, num_classes, dropout=dropout_aux)
+            self.aux2 = InceptionAux(528, num_classes, dropout=dropout_aux)
+        else:
+            self.aux1 = None
+            self.aux2 = None
+
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(p=dropout)
+        self.fc = self._make_classifier(num_classes)
+        init_weights(self)
+
+    def _reset_aux_classifiers(self, num_classes: int) -> None:
+        for aux in (self.aux1, self.aux2):
+            if aux is not None:
+                device = aux.fc1.weight.device
+                aux.fc2 = (nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()).to(device)
+
+    def _features(self, x: Tensor, with_aux: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool2(self.conv3(self.conv2(x)))
+        x = self.maxpool3(self.inception3b(self.inception3a(x)))
+        x = self.inception4a(x)
+        aux1 = self.aux1(x) if with_aux else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        aux2 = self.aux2(x) if with_aux else None
+        x = self.maxpool4(self.inception4e(x))
+        x = self.inception5b(self.inception5a(x))
+        return x, ((aux1, aux2) if with_aux else ())
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self._features(x, with_aux=False)[0]
+
+    def forward(self, x: Tensor) -> Tensor | AuxOutputs:
+        """Eval mode (or no aux heads): logits. Train mode with aux heads:
+        ``AuxOutputs(logits, aux=(aux1, aux2))``, aux1 being the shallower head."""
+        self.check_input(x)
+        with_aux = self.training and self.aux_logits
+        x, aux = self._features(x, with_aux)
+        logits = self.forward_head(x)
+        return AuxOutputs(logits, aux) if with_aux else logits

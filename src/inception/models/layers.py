@@ -1,0 +1,158 @@
+"""Building blocks shared by every model, and the common model interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU.
+
+    The attribute names ``conv`` and ``bn`` match torchvision's ``BasicConv2d`` and timm's
+    ``ConvNormAct``, so their state dicts load without renaming.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv_kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class AuxOutputs(NamedTuple):
+    """What a model with auxiliary heads returns in train mode.
+
+    ``logits`` are the main classifier's; ``aux`` holds the auxiliary classifiers' logits
+    ordered from the shallowest head to the deepest (GoogLeNet: after inception4a, then
+    after inception4d; Inception v3: the single head after Mixed_6e). In eval mode, or
+    with ``aux_logits=False``, models return the main logits tensor only.
+    """
+
+    logits: Tensor
+    aux: tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing a model expects: carried by every model as ``model.data_config``."""
+
+    input_size: tuple[int, int, int]
+    min_input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> "DataConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {
+            "input_size": list(self.input_size),
+            "min_input_size": self.min_input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+
+class InceptionBase(nn.Module):
+    """The interface every model in the zoo implements.
+
+    Subclasses build ``self.global_pool``, ``self.head_drop`` and the classifier named by
+    ``classifier_name``, set ``num_features``, ``num_classes`` and ``data_config``, and
+    implement ``forward_features``.
+    """
+
+    classifier_name: str = "fc"
+    #: Prefixes of every parameter whose shape depends on ``num_classes``.
+    classifier_keys: tuple[str, ...] = ("fc",)
+    #: Prefixes of auxiliary heads, which a weights file may or may not carry.
+    aux_keys: tuple[str, ...] = ()
+
+    num_classes: int
+    num_features: int
+    data_config: DataConfig
+    arch: str = ""
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(
+                f"{self.arch or type(self).__name__} expects a 4-D batch (N, C, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.data_config.min_input_size
+        if h < m or w < m:
+            raise ValueError(
+                f"{self.arch or type(self).__name__} needs an input of at least {m}x{m}, "
+                f"got {h}x{w}; resize the images (e.g. --image-size {m}) or pick another model"
+            )
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_name)
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        fc = nn.Linear(self.num_features, num_classes)
+        nn.init.normal_(fc.weight, std=0.01)
+        nn.init.zeros_(fc.bias)
+        return fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier (and auxiliary classifiers) for ``num_classes`` classes.
+
+        ``num_classes=0`` removes it: ``forward`` then returns pooled features.
+        """
+        device = next(self.parameters()).device
+        self.num_classes = num_classes
+        setattr(self, self.classifier_name, self._make_classifier(num_classes).to(device))
+        self._reset_aux_classifiers(num_classes)
+
+    def _reset_aux_classifiers(self, num_classes: int) -> None:
+        """Models with auxiliary heads override this."""
+
+    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        x = torch.flatten(x, 1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.get_classifier()(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions, small-normal linear layers, unit BatchNorm: a sound start
+    for training from scratch (torchvision's truncated normal with std 0.01 trains slowly
+    without its pretrained weights)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)

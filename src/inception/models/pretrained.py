@@ -1,0 +1,219 @@
+"""Load weights into a model: this project's checkpoints, torchvision and timm state dicts.
+
+Files may be ``.pth`` / ``.pt`` (loaded with ``weights_only=True``: no pickled code runs)
+or ``.safetensors``. The source is detected from the keys:
+
+* this project's checkpoints are dicts tagged ``format: inception`` that carry the
+  architecture name, class names and preprocessing next to the ``model`` state dict;
+* raw state dicts (also wrapped in ``state_dict`` / ``model`` / ``model_state_dict``, with
+  ``module.`` or ``_orig_mod.`` prefixes from DDP / torch.compile) are matched against the
+  layouts of the four models: torchvision's ``googlenet`` and ``inception_v3`` (timm's
+  ``inception_v3`` uses the same names), timm's (Cadene's) ``inception_v4`` and
+  ``inception_resnet_v2`` (Cadene's ``last_linear`` head is renamed to timm's ``classif``).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError
+from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
+
+log = logging.getLogger("inception")
+
+#: Tag stored in every checkpoint this project writes.
+CHECKPOINT_FORMAT = "inception"
+
+# A key that only one architecture's state dict has, and where its weights come from.
+_LAYOUTS = {
+    "googlenet": ("inception3a.branch1.conv.weight", "torchvision"),
+    "inception_v3": ("Mixed_5b.branch1x1.conv.weight", "torchvision/timm"),
+    "inception_v4": ("features.3.conv.conv.weight", "timm"),
+    "inception_resnet_v2": ("mixed_5b.branch0.conv.weight", "timm"),
+}
+_CLASS_ARCH = {"GoogLeNet": "googlenet", "InceptionV3": "inception_v3",
+               "InceptionV4": "inception_v4", "InceptionResNetV2": "inception_resnet_v2"}
+_KEY_ALIASES = {"inception_resnet_v2": {"last_linear.": "classif."}}
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "module")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_pretrained` did."""
+
+    source: str                      # "inception", "torchvision", "timm" or "torchvision/timm"
+    arch: str                        # the architecture the file holds
+    reinitialized: list[str] = field(default_factory=list)   # classifier keys left at init
+    ignored: list[str] = field(default_factory=list)         # aux-head keys the model has no use for
+    missing_aux: list[str] = field(default_factory=list)     # aux-head keys the file lacks
+    checkpoint: dict = field(default_factory=dict)           # the rest of a project checkpoint
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """Read a weights file into ``(state_dict, checkpoint_extras)`` without running code.
+
+    ``checkpoint_extras`` holds the other entries of a project checkpoint (arch, class names,
+    data config...) and is empty for a plain state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file '{path}' does not exist; check the path")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return _strip(load_file(str(path), device="cpu")), {}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"'{path}' is not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"(Trying to load unsupported GLOBAL [^\n]*|Unsupported global: [^\n]*)", str(e))
+        if found is None:
+            raise CheckpointError(f"'{path}' is not a readable PyTorch weights file (corrupt or not a checkpoint)") from None
+        raise CheckpointError(
+            f"'{path}' holds Python objects that are not loaded, for safety ({found.group(1).strip()}); "
+            "save a plain state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
+        ) from None
+    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
+        raise CheckpointError(f"'{path}' is not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict")
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        extras = {k: v for k, v in obj.items() if k != "model"}
+        return _strip(obj["model"]), extras
+    for key in _WRAPPERS:
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"'{path}' does not hold a state dict of tensors")
+    return _strip(obj), {}
+
+
+def _strip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in sd.items():
+        for p in _PREFIXES:
+            while k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def detect_arch(state_dict: dict[str, Tensor]) -> str | None:
+    """The architecture whose layout ``state_dict`` has, or None."""
+    for arch, (key, _) in _LAYOUTS.items():
+        if key in state_dict:
+            return arch
+    return None
+
+
+def load_pretrained(model: InceptionBase, path: str | Path, *, set_input_norm: bool = True) -> LoadResult:
+    """Load weights from ``path`` into ``model`` in place.
+
+    * A classifier whose class count differs from the file's is left at its fresh
+      initialisation, with a warning (transfer learning).
+    * Auxiliary-head weights the model has no heads for are ignored; aux heads the file
+      lacks keep their initialisation, with a warning.
+    * Any other missing, unexpected or mis-shaped key raises :class:`CheckpointError`.
+    * torchvision's and timm's ImageNet weights for these models expect inputs scaled to
+      [-1, 1] (torchvision's googlenet and inception_v3 do it inside with
+      ``transform_input=True``). With ``set_input_norm`` the model's ``data_config``
+      mean/std become 0.5 when such weights are loaded, so derived transforms are right.
+    """
+    own_arch = _CLASS_ARCH.get(type(model).__name__, model.arch)
+    state_dict, extras = read_weights(path)
+    if extras:
+        source = CHECKPOINT_FORMAT
+        file_arch = extras.get("arch", "?")
+        file_class_arch = _CLASS_ARCH.get(extras.get("model_class", ""), file_arch)
+        if file_arch != model.arch and file_class_arch != own_arch:
+            raise CheckpointError(
+                f"checkpoint '{path}' is for model '{file_arch}', not '{model.arch}'; use --model {file_arch}"
+            )
+    else:
+        file_arch = detect_arch(state_dict)
+        if file_arch is None:
+            raise CheckpointError(
+                f"'{path}' is not a googlenet, inception_v3, inception_v4 or inception_resnet_v2 "
+                f"state dict (first keys: {_short(list(state_dict), 3)})"
+            )
+        if file_arch != own_arch:
+            raise CheckpointError(f"'{path}' holds {file_arch} weights, not {own_arch}; use --model {file_arch}")
+        source = _LAYOUTS[file_arch][1]
+        for old, new in _KEY_ALIASES.get(file_arch, {}).items():
+            state_dict = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state_dict.items()}
+
+    result = LoadResult(source=source, arch=file_arch, checkpoint=extras)
+    target = model.state_dict()
+    is_aux = lambda k: k.startswith(model.aux_keys) if model.aux_keys else False  # noqa: E731
+    is_head = lambda k: k.startswith(model.classifier_keys)  # noqa: E731
+
+    loadable: dict[str, Tensor] = {}
+    unexpected, mismatched = [], []
+    for k, v in state_dict.items():
+        if k not in target:
+            if is_aux(k):
+                result.ignored.append(k)
+            elif is_head(k) and v.ndim > 0:  # e.g. file has a head, model has num_classes=0
+                result.reinitialized.append(k)
+            else:
+                unexpected.append(k)
+        elif target[k].shape != v.shape:
+            if is_head(k):
+                result.reinitialized.append(k)
+            else:
+                mismatched.append(f"{k} {tuple(v.shape)} vs model {tuple(target[k].shape)}")
+        else:
+            loadable[k] = v
+    missing = [k for k in target if k not in state_dict]
+    result.missing_aux = [k for k in missing if is_aux(k) and not is_head(k)]
+    missing_head = [k for k in missing if is_head(k)]
+    missing = [k for k in missing if k not in result.missing_aux and k not in missing_head]
+    result.reinitialized += missing_head
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_short(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_short(mismatched, 3)}")
+    if problems:
+        raise CheckpointError(
+            f"'{path}' does not fit {model.arch or own_arch} ({'; '.join(problems)}); "
+            "check --model and its options (e.g. aux_logits, stem)"
+        )
+
+    model.load_state_dict(loadable, strict=False)
+    if result.reinitialized:
+        log.warning("%s: classifier does not match the model's %d classes; re-initialised %s",
+                    path, model.num_classes, _short(result.reinitialized, 4))
+    if result.missing_aux:
+        log.warning("%s has no auxiliary-head weights; the aux heads keep their initialisation", path)
+    if result.ignored:
+        log.info("%s: ignored %d auxiliary-head tensors (the model has no aux heads)", path, len(result.ignored))
+    if set_input_norm:
+        if source == CHECKPOINT_FORMAT and isinstance(extras.get("data_config"), dict):
+            dc = extras["data_config"]
+            model.data_config = model.data_config.replace(
+                mean=tuple(dc.get("mean", model.data_config.mean)),
+                std=tuple(dc.get("std", model.data_config.std)),
+            )
+        elif source != CHECKPOINT_FORMAT:
+            model.data_config = model.data_config.replace(mean=INCEPTION_MEAN, std=INCEPTION_STD)
+    return result
