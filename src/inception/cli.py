@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import UserError
@@ -40,6 +41,79 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# Shortcut flags for the most used config keys; any key can be set with --set KEY=VALUE.
+TRAIN_FLAGS = [
+    ("--model", "model.name", str, "model name (see `inception models`)"),
+    ("--num-classes", "model.num_classes", int, "classifier outputs (default: from the data)"),
+    ("--pretrained", "model.pretrained", str, "start from these weights (ours, torchvision or timm)"),
+    ("--dataset", "data.dataset", str, "digits, cifar10, cifar100, folder or list"),
+    ("--data-dir", "data.data_dir", str, "dataset root"),
+    ("--image-size", "data.image_size", int, "train/eval resolution (default: the model's)"),
+    ("--workers", "data.workers", int, "DataLoader worker processes"),
+    ("--epochs", "train.epochs", int, "training epochs"),
+    ("--batch-size", "train.batch_size", int, "images per step"),
+    ("--lr", "optim.lr", float, "peak learning rate"),
+    ("--output-dir", "train.output_dir", str, "run directory"),
+    ("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps"),
+    ("--seed", "train.seed", int, "random seed"),
+]
+
+
+def resolve_config_path(value: str | None) -> str | None:
+    """A YAML path, or the name of a recipe in the repository's configs/ (e.g. ``demo``)."""
+    if value is None or Path(value).exists():
+        return value
+    recipe = Path(__file__).resolve().parents[2] / "configs" / f"{value}.yaml"
+    return str(recipe) if recipe.is_file() else value
+
+
+def train_overrides(args: argparse.Namespace) -> dict:
+    from .config import parse_override
+
+    overrides = {}
+    for flag, key, _, _ in TRAIN_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides[key] = value
+    for item in args.set or []:
+        key, value = parse_override(item)
+        overrides[key] = value
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import describe, load_config
+
+    if args.help_config:
+        print(describe())
+        return 0
+    cfg = load_config(resolve_config_path(args.config), train_overrides(args))
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from .engine.trainer import train
+
+    result = train(cfg, resume=args.resume)
+    m = result.last_metrics
+    print(f"run {result.run_dir}: {result.epochs_done} epochs, {result.global_step} steps, "
+          f"best val top-1 {result.best_top1:.2f}%"
+          + (f", last val top-1 {m['val_top1']:.2f}% top-5 {m['val_top5']:.2f}%" if "val_top1" in m else ""))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, split=args.split,
+                            batch_size=args.batch_size, device=args.device, workers=args.workers,
+                            json_path=args.json, progress=sys.stderr.isatty())
+    print(f"top1={r['top1']:.2f}% top5={r['top5']:.2f}% loss={r['loss']:.4f} images={r['count']} "
+          f"img/s={r['img_per_s']:.1f} ({r['arch']}, {r['dataset']} {r['split']}, {r['checkpoint']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inception",
@@ -54,6 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("name", nargs="?", default=None, help="a model name: print its blocks and output shapes")
     p.set_defaults(func=cmd_models)
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("train", help="train a model from a YAML recipe and overrides", formatter_class=fmt,
+                       description="Train a model. With no arguments: GoogLeNet on the built-in digits data.")
+    p.add_argument("--config", default=None,
+                   help="YAML recipe: a path or a name from configs/ (e.g. googlenet_cifar10); default: built-in defaults")
+    for flag, key, typ, text in TRAIN_FLAGS:
+        p.add_argument(flag, type=typ, default=None, help=f"{text} [{key}]")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR|CKPT",
+                   help="continue a run from its last checkpoint (same LR schedule, epoch and step)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint", formatter_class=fmt)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT|RUN_DIR", help="checkpoint file or run directory")
+    p.add_argument("--data-dir", default=None, help="dataset root (default: the one the checkpoint was trained on)")
+    p.add_argument("--dataset", default=None, help="dataset kind (default: the checkpoint's)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the validation split)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the training batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

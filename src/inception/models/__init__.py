@@ -5,7 +5,7 @@ from .inception_resnet_v2 import InceptionResNetV2
 from .inception_v3 import InceptionV3
 from .inception_v4 import InceptionV4
 from .layers import AuxOutputs, DataConfig, InceptionBase
-from .pretrained import load_pretrained
+from .pretrained import apply_weights, load_pretrained, read_weights, weights_data_config
 from .registry import (
     ModelInfo,
     count_macs,

@@ -135,8 +135,27 @@ def load_pretrained(model: InceptionBase, path: str | Path, *, set_input_norm: b
       ``transform_input=True``). With ``set_input_norm`` the model's ``data_config``
       mean/std become 0.5 when such weights are loaded, so derived transforms are right.
     """
-    own_arch = _CLASS_ARCH.get(type(model).__name__, model.arch)
     state_dict, extras = read_weights(path)
+    return apply_weights(model, state_dict, extras, path=path, set_input_norm=set_input_norm)
+
+
+def weights_data_config(model: InceptionBase, extras: dict):
+    """The model's data config as it will be once weights with these checkpoint ``extras``
+    are loaded (a project checkpoint restores its own mean/std; torchvision and timm
+    ImageNet weights use 0.5/0.5)."""
+    dc = model.data_config
+    if extras:
+        saved = extras.get("data_config")
+        if isinstance(saved, dict):
+            return dc.replace(mean=tuple(saved.get("mean", dc.mean)), std=tuple(saved.get("std", dc.std)))
+        return dc
+    return dc.replace(mean=INCEPTION_MEAN, std=INCEPTION_STD)
+
+
+def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: dict, *, path: str | Path = "weights",
+                  set_input_norm: bool = True) -> LoadResult:
+    """:func:`load_pretrained` for weights already read by :func:`read_weights`."""
+    own_arch = _CLASS_ARCH.get(type(model).__name__, model.arch)
     if extras:
         source = CHECKPOINT_FORMAT
         file_arch = extras.get("arch", "?")
@@ -208,12 +227,5 @@ def load_pretrained(model: InceptionBase, path: str | Path, *, set_input_norm: b
     if result.ignored:
         log.info("%s: ignored %d auxiliary-head tensors (the model has no aux heads)", path, len(result.ignored))
     if set_input_norm:
-        if source == CHECKPOINT_FORMAT and isinstance(extras.get("data_config"), dict):
-            dc = extras["data_config"]
-            model.data_config = model.data_config.replace(
-                mean=tuple(dc.get("mean", model.data_config.mean)),
-                std=tuple(dc.get("std", model.data_config.std)),
-            )
-        elif source != CHECKPOINT_FORMAT:
-            model.data_config = model.data_config.replace(mean=INCEPTION_MEAN, std=INCEPTION_STD)
+        model.data_config = weights_data_config(model, extras)
     return result

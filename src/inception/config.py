@@ -1,0 +1,279 @@
+"""Run configuration: one dataclass per section, loaded from YAML, overridden from the
+command line, validated, and saved with every run.
+
+Every key below is read by the code; an unknown key or a bad value is a one-line
+:class:`~inception.errors.UserError` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import UserError
+
+
+def _f(default: Any, help: str, **limits) -> Any:
+    """A config field with documentation and optional limits (ge, gt, le, lt)."""
+    if isinstance(default, (list, dict)):
+        kw = {"default_factory": (lambda d=default: type(d)(d))}
+    else:
+        kw = {"default": default}
+    return field(metadata={"help": help, **limits}, **kw)
+
+
+@dataclass
+class ModelCfg:
+    name: str = _f("googlenet", "model name from `inception models`")
+    num_classes: int | None = _f(None, "classifier outputs; default: the number of classes in the data", ge=1)
+    options: dict = _f({}, "model options passed to create_model, e.g. {aux_logits: true, dropout: 0.3}")
+    pretrained: str | None = _f(None, "weights to start from (.pth/.pt/.safetensors, ours, torchvision or timm)")
+    aux_weight: float = _f(0.3, "weight of each auxiliary head's loss (models built with aux_logits)", ge=0)
+
+
+@dataclass
+class DataCfg:
+    dataset: Literal["digits", "cifar10", "cifar100", "folder", "list"] = _f(
+        "digits", "digits (built in), cifar10, cifar100, folder (root/train/<class>/...), list (PaddleClas list files)")
+    data_dir: str | None = _f(None, "dataset root (not needed for digits)")
+    train_split: str = _f("train", "sub-folder (folder, cifar image folders) used for training")
+    val_split: str = _f("val", "sub-folder used for validation; cifar binary/pickle files use their test batch")
+    train_list: str | None = _f(None, "list dataset: training list file (default <data_dir>/train_list.txt)")
+    val_list: str | None = _f(None, "list dataset: validation list file (default <data_dir>/val_list.txt)")
+    image_size: int | None = _f(None, "training/eval resolution; default: the model's input size", ge=1)
+    augment: Literal["auto", "imagenet", "cifar", "none"] = _f(
+        "auto", "train augmentation: imagenet (RandomResizedCrop), cifar (pad + random crop), none; "
+        "auto picks cifar for cifar10/cifar100/digits and imagenet otherwise")
+    hflip: bool | None = _f(None, "random horizontal flip in training; default on, off for digits")
+    color_jitter: float = _f(0.0, "brightness/contrast/saturation jitter strength (0 = off)", ge=0)
+    crop_scale: list[float] = _f([0.08, 1.0], "RandomResizedCrop area range")
+    crop_padding: int = _f(4, "cifar augmentation: zero padding before the random crop", ge=0)
+    workers: int = _f(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+
+
+@dataclass
+class OptimCfg:
+    name: Literal["sgd", "rmsprop", "adamw"] = _f("sgd", "optimizer")
+    lr: float = _f(0.1, "peak learning rate (after warmup)", gt=0)
+    momentum: float = _f(0.9, "sgd / rmsprop momentum", ge=0, lt=1)
+    nesterov: bool = _f(False, "sgd: Nesterov momentum")
+    weight_decay: float = _f(1e-4, "L2 weight decay (decoupled for adamw)", ge=0)
+    no_decay_bn_bias: bool = _f(False, "exclude BatchNorm parameters and biases from weight decay")
+    alpha: float = _f(0.9, "rmsprop: decay of the squared-gradient average", gt=0, lt=1)
+    eps: float = _f(1e-8, "rmsprop / adamw epsilon (the seeds' TF-style rmsprop uses 1.0)", gt=0)
+    betas: list[float] = _f([0.9, 0.999], "adamw betas")
+    grad_clip: float | None = _f(None, "clip the global gradient norm to this value", gt=0)
+
+
+@dataclass
+class ScheduleCfg:
+    name: Literal["constant", "step", "multistep", "cosine"] = _f(
+        "cosine", "constant; step (lr x gamma at each epoch in `milestones`); multistep (lr x gamma at "
+        "each fraction of training in `fractions`); cosine (to eta_min)")
+    milestones: list[float] = _f([], "step: epochs at which the lr is multiplied by gamma")
+    fractions: list[float] = _f([], "multistep: fractions of training at which the lr is multiplied by gamma")
+    gamma: float = _f(0.1, "step / multistep factor", gt=0)
+    eta_min: float = _f(0.0, "cosine: final learning rate", ge=0)
+    warmup_epochs: float = _f(0.0, "linear warmup length in epochs (may be fractional)", ge=0)
+    warmup_start: float = _f(0.0, "warmup starts at lr x warmup_start", ge=0, le=1)
+
+
+@dataclass
+class TrainCfg:
+    epochs: int = _f(10, "training epochs", ge=1)
+    batch_size: int = _f(128, "images per step", ge=1)
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropy loss", ge=0, lt=1)
+    log_interval: int = _f(50, "log loss, lr and img/s every N steps", ge=1)
+    ckpt_interval: int = _f(0, "also save a checkpoint every N steps (0 = only at epoch ends)", ge=0)
+    keep_checkpoint_max: int = _f(5, "periodic checkpoints kept (last and best are kept besides)", ge=1)
+    eval_interval: int = _f(1, "evaluate every N epochs (and always after the last)", ge=1)
+    seed: int = _f(0, "random seed; a CPU run with the same seed repeats exactly")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
+    output_dir: str | None = _f(None, "run directory; default runs/<model>-<dataset>-<time>")
+    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", ge=1)
+
+
+@dataclass
+class Config:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from .utils import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_CLASSES = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "schedule": ScheduleCfg, "train": TrainCfg}
+
+
+def all_keys() -> list[str]:
+    """Every valid dotted key, e.g. ``optim.lr``."""
+    return [f"{s}.{f.name}" for s, cls in _SECTION_CLASSES.items() for f in dataclasses.fields(cls)]
+
+
+def _unknown(key: str, where: str, choices: list[str]) -> UserError:
+    close = []
+    if "." in key:  # a key under the wrong section: match on the last part first
+        tail = key.rsplit(".", 1)[1]
+        close = [c for c in choices if c.endswith("." + tail)][:1]
+    close = close or difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(choices)}"
+    return UserError(f"unknown config key '{key}'{where}; {hint}")
+
+
+def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
+    """Check ``value`` against the annotation ``tp`` and the field limits; return it converted."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0], meta)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(map(str, args))}"
+            raise UserError(f"config key '{key}' = {value!r} is not valid; {hint}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, args[0], {}) for i, v in enumerate(value)]
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        value = int(value)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+        value = str(value)
+    for op, test, words in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        if op in meta and not test(value, meta[op]):
+            raise UserError(f"config key '{key}' = {value!r} is out of range; it must be {words} {meta[op]}")
+    return value
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def apply(cfg: Config, data: dict, where: str = "") -> Config:
+    """Apply a nested mapping ``{section: {key: value}}`` to ``cfg`` (validated)."""
+    if not isinstance(data, dict):
+        raise UserError(f"config{where} must be a mapping of sections ({', '.join(SECTIONS)})")
+    for section, values in data.items():
+        if section not in _SECTION_CLASSES:
+            raise _unknown(str(section), where, list(_SECTION_CLASSES))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise UserError(f"config section '{section}'{where} must be a mapping of keys")
+        obj = getattr(cfg, section)
+        hints = _hints(type(obj))
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        for key, value in values.items():
+            if key not in fields:
+                raise _unknown(f"{section}.{key}", where, all_keys())
+            setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key], dict(fields[key].metadata)))
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=0.05'`` -> ``('optim.lr', 0.05)`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like section.key=value, e.g. optim.lr=0.05")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_key(cfg: Config, key: str, value: Any, where: str = " (command line)") -> None:
+    if "." not in key:
+        raise _unknown(key, where, all_keys())
+    section, name = key.split(".", 1)
+    apply(cfg, {section: {name: value}}, where)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``overrides`` (``{'optim.lr': 0.05}``), validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file '{path}' does not exist; see configs/ for the recipes")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"config file '{path}' is not valid YAML{at}") from None
+        apply(cfg, data, f" in {path}")
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span several keys."""
+    s = cfg.schedule
+    if s.name == "step" and not s.milestones:
+        raise UserError("schedule.name 'step' needs schedule.milestones (epochs), e.g. [30, 60, 80]")
+    if s.name == "multistep" and not s.fractions:
+        raise UserError("schedule.name 'multistep' needs schedule.fractions, e.g. [0.3, 0.6, 0.8]")
+    if any(not 0 < f < 1 for f in s.fractions):
+        raise UserError(f"schedule.fractions {s.fractions} must lie strictly between 0 and 1")
+    if s.warmup_epochs >= cfg.train.epochs:
+        raise UserError(f"schedule.warmup_epochs ({s.warmup_epochs}) must be less than train.epochs ({cfg.train.epochs})")
+    lo, hi = (cfg.data.crop_scale + [None, None])[:2]
+    if len(cfg.data.crop_scale) != 2 or not 0 < lo <= hi <= 1:
+        raise UserError(f"data.crop_scale {cfg.data.crop_scale} must be two numbers 0 < min <= max <= 1")
+    if len(cfg.optim.betas) != 2:
+        raise UserError(f"optim.betas {cfg.optim.betas} must be two numbers, e.g. [0.9, 0.999]")
+    if cfg.data.dataset != "digits" and not cfg.data.data_dir:
+        raise UserError(f"data.dataset '{cfg.data.dataset}' needs data.data_dir (--data-dir PATH)")
+
+
+def describe() -> str:
+    """Every key with its default and documentation (for `inception train --help-config`)."""
+    lines = []
+    for section, cls in _SECTION_CLASSES.items():
+        lines.append(f"{section}:")
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            lines.append(f"  {f.name}: {default!r}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)

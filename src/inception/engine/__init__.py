@@ -1,0 +1,1 @@
+"""Training and evaluation: the loop, optimizers and schedules, checkpoints, metrics."""
