@@ -87,14 +87,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.help_config:
         print(describe())
         return 0
-    cfg = load_config(resolve_config_path(args.config), train_overrides(args))
+    from .engine.trainer import resume_config, train
+
+    if args.resume:
+        cfg = resume_config(args.resume, train_overrides(args))
+    else:
+        cfg = load_config(resolve_config_path(args.config), train_overrides(args))
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    from .engine.trainer import train
-
     result = train(cfg, resume=args.resume)
     m = result.last_metrics
     print(f"run {result.run_dir}: {result.epochs_done} epochs, {result.global_step} steps, "

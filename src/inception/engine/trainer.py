@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, load_config
+from ..config import Config, apply, set_key, validate
 from ..data import build_datasets, build_loader
 from ..errors import UserError
 from ..models import AuxOutputs, create_model, read_weights, weights_data_config, apply_weights
@@ -107,27 +107,36 @@ def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, e
     }
 
 
+def resume_config(resume: str | os.PathLike, overrides: dict | None = None) -> Config:
+    """The config of the run that wrote checkpoint ``resume`` (a file or a run directory),
+    with ``overrides`` (e.g. more epochs, another device) on top. The run continues in the
+    same run directory unless ``train.output_dir`` is overridden."""
+    path = resolve_checkpoint(resume)
+    ckpt = load_checkpoint(path)
+    cfg = apply(Config(), ckpt["config"], f" in {path}")
+    cfg.train.output_dir = str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
 def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: bool | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data``; return where the run went and how it ended."""
+    """Train ``cfg.model`` on ``cfg.data``; return where the run went and how it ended.
+
+    With ``resume`` (a checkpoint or run directory), model, optimizer, scheduler, epoch and
+    step are restored from it; build ``cfg`` with :func:`resume_config` to continue the
+    same run."""
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     progress = sys.stderr.isatty() if progress is None else progress
 
-    # Resuming: the checkpoint's config wins for everything but the run length and where to log.
     ckpt = None
     if resume:
-        ckpt_path = resolve_checkpoint(resume)
-        ckpt = load_checkpoint(ckpt_path)
-        saved = load_config(None, {})
-        from ..config import apply
-
-        apply(saved, ckpt["config"], f" in {ckpt_path}")
-        saved.train.epochs = cfg.train.epochs if cfg.train.epochs != saved.train.epochs else saved.train.epochs
-        saved.train.output_dir = str(Path(ckpt_path).parent.parent) if cfg.train.output_dir is None else cfg.train.output_dir
-        saved.train.device = cfg.train.device
-        cfg = saved
+        resume = resolve_checkpoint(resume)
+        ckpt = load_checkpoint(resume)
 
     # Model preprocessing (and pretrained weights, which may change mean/std), then data.
     weights = read_weights(cfg.model.pretrained) if cfg.model.pretrained and ckpt is None else None
@@ -168,7 +177,7 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
 
     start_epoch, start_step, global_step, best_top1, last_metrics = 0, 0, 0, -1.0, {}
     if ckpt is not None:
-        apply_weights(model, ckpt["model"], ckpt, path=str(resume))
+        apply_weights(model, ckpt["model"], ckpt, path=resume)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, start_step = int(ckpt["epoch"]), int(ckpt["epoch_step"])

@@ -1,0 +1,145 @@
+"""Datasets, transforms and loaders.
+
+``build_datasets(cfg.data, model.data_config)`` gives the train and val datasets; each
+yields ``(float32 CxHxW tensor normalized for the model, int label)`` and has ``.classes``
+(index = label). ``build_loader`` wraps one in a DataLoader that repeats exactly for a seed.
+
+Datasets (``data.dataset``): ``digits`` (built in), ``cifar10`` / ``cifar100`` (official
+binary or python files, or class folders), ``folder`` (``<split>/<class>/<image>``) and
+``list`` (PaddleClas list files). Every user mistake (a missing path, an empty class, an
+unknown class) is a one-line :class:`~inception.errors.UserError` raised while building.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from ..config import DataCfg
+from ..errors import UserError
+from ..models.layers import DataConfig
+from .cifar import cifar_dataset, expected_layouts, find_cifar
+from .digits import digits_dataset
+from .folder import ImageFileDataset, find_classes, folder_dataset, list_dataset, load_image, require_dir
+from .loader import build_loader
+from .transforms import eval_transform, train_transform
+
+__all__ = ["build_datasets", "build_eval_dataset", "build_loader", "train_transform", "eval_transform",
+           "load_image", "image_size", "augment_preset", "hflip_enabled"]
+
+_CIFAR_STYLE = ("digits", "cifar10", "cifar100")
+
+
+def image_size(cfg: DataCfg, data_config: DataConfig) -> int:
+    """``data.image_size``, or the model's input size."""
+    return cfg.image_size or data_config.input_size[1]
+
+
+def augment_preset(cfg: DataCfg) -> str:
+    """``data.augment`` with ``auto`` resolved: cifar for small-image datasets, else imagenet."""
+    if cfg.augment != "auto":
+        return cfg.augment
+    return "cifar" if cfg.dataset in _CIFAR_STYLE else "imagenet"
+
+
+def hflip_enabled(cfg: DataCfg) -> bool:
+    """``data.hflip``; by default on, except for digits (they are not mirror-symmetric)."""
+    return cfg.dataset != "digits" if cfg.hflip is None else cfg.hflip
+
+
+def _train_tf(cfg: DataCfg, dc: DataConfig):
+    return train_transform(preset=augment_preset(cfg), size=image_size(cfg, dc), mean=dc.mean, std=dc.std,
+                           interpolation=dc.interpolation, hflip=hflip_enabled(cfg),
+                           color_jitter=cfg.color_jitter, crop_scale=cfg.crop_scale, crop_padding=cfg.crop_padding)
+
+
+def _eval_tf(cfg: DataCfg, dc: DataConfig):
+    return eval_transform(size=image_size(cfg, dc), mean=dc.mean, std=dc.std,
+                          interpolation=dc.interpolation, crop_pct=dc.crop_pct)
+
+
+def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Dataset]:
+    """Train (augmented) and validation (eval transform) datasets; val labels follow train's classes."""
+    train = _open(cfg, cfg.train_split, _train_tf(cfg, data_config))
+    val = _open(cfg, cfg.val_split, _eval_tf(cfg, data_config))
+    _conform(val, train.classes, against="the training data",
+             fix="remove them from the validation data or add them to the training data")
+    return train, val
+
+
+def build_eval_dataset(cfg: DataCfg, data_config: DataConfig, split: str | None = None,
+                       class_names: list[str] | None = None) -> Dataset:
+    """One split (default ``data.val_split``) with the eval transform.
+
+    With ``class_names`` (a checkpoint's) labels follow that order, and a class outside it
+    is a UserError. Without, folder datasets take their classes from the train split when
+    it exists, so labels match those a model was trained with.
+    """
+    split = split or cfg.val_split
+    ds = _open(cfg, split, _eval_tf(cfg, data_config))
+    if class_names is not None:
+        _conform(ds, list(class_names), against="the checkpoint's classes",
+                 fix="evaluate with a checkpoint trained on these classes")
+    elif isinstance(ds, ImageFileDataset) and cfg.dataset != "list" and split != cfg.train_split:
+        train_dir = Path(cfg.data_dir).expanduser() / cfg.train_split
+        if train_dir.is_dir():
+            _conform(ds, find_classes(train_dir), against=f"the training split '{train_dir}'",
+                     fix="remove them or pass the checkpoint's class names")
+    return ds
+
+
+def _open(cfg: DataCfg, split: str, transform) -> Dataset:
+    """The dataset of one split, labelled by its own classes."""
+    if cfg.dataset == "digits":
+        return digits_dataset(_is_train_part(cfg, split), transform)
+    if not cfg.data_dir:
+        raise UserError(f"data.dataset '{cfg.dataset}' needs data.data_dir (--data-dir PATH)")
+    root = require_dir(Path(cfg.data_dir).expanduser(), "data directory", "set data.data_dir (--data-dir PATH)")
+    fix = "create it or set data.train_split / data.val_split"
+    if cfg.dataset in ("cifar10", "cifar100"):
+        found = find_cifar(root, cfg.dataset)
+        if found is not None:
+            return cifar_dataset(cfg.dataset, *found, _is_train_part(cfg, split), transform)
+        split_dir = root / split
+        if split == cfg.val_split and not split_dir.is_dir() and (root / "test").is_dir():
+            split_dir = root / "test"
+        if not (root / cfg.train_split).is_dir() and not split_dir.is_dir():
+            raise UserError(f"no {cfg.dataset} data in '{root}': expected {expected_layouts(cfg.dataset)}, "
+                            f"or class folders {root}/{split}/<class>/; set data.data_dir")
+        return folder_dataset(require_dir(split_dir, "split folder", fix), transform)
+    if cfg.dataset == "folder":
+        return folder_dataset(require_dir(root / split, "split folder", fix), transform)
+    if cfg.dataset == "list":
+        return list_dataset(_list_file(cfg, root, split), root, transform)
+    raise UserError(f"unknown data.dataset '{cfg.dataset}'; choose digits, cifar10, cifar100, folder or list")
+
+
+def _is_train_part(cfg: DataCfg, split: str) -> bool:
+    """For datasets with a fixed train/test pair (digits, CIFAR files)."""
+    if split in (cfg.train_split, "train"):
+        return True
+    if split in (cfg.val_split, "val", "test"):
+        return False
+    raise UserError(f"{cfg.dataset} has the splits 'train' and 'test', not '{split}'")
+
+
+def _list_file(cfg: DataCfg, root: Path, split: str) -> Path:
+    if split == cfg.train_split:
+        return Path(cfg.train_list).expanduser() if cfg.train_list else root / "train_list.txt"
+    if split == cfg.val_split:
+        return Path(cfg.val_list).expanduser() if cfg.val_list else root / "val_list.txt"
+    return root / f"{split}_list.txt"
+
+
+def _conform(ds, classes: list[str], *, against: str, fix: str) -> None:
+    """Relabel ``ds`` to follow ``classes``; a class of its samples outside them is a UserError."""
+    if ds.classes == classes:
+        return
+    index = {name: i for i, name in enumerate(classes)}
+    used = set(ds.targets)
+    unknown = [name for i, name in enumerate(ds.classes) if i in used and name not in index]
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 10 else "")
+        raise UserError(f"'{ds.source}' has classes not in {against}: {shown}; {fix}")
+    ds.relabel([index.get(name, -1) for name in ds.classes], classes)  # -1: a class with no samples

@@ -1,0 +1,177 @@
+"""Datasets of image files: ImageNet-style class folders and PaddleClas-style list files.
+
+Files are found and checked when the dataset is built; images are decoded per sample by
+:func:`load_image`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+LABEL_FILES = ("label_list.txt", "labels.txt")
+
+
+class ImageReadError(UserError):
+    """An image file that cannot be decoded.
+
+    A DataLoader worker re-raises an exception as ``type(e)(text)``, where ``text`` wraps
+    the message in the worker's traceback; this class keeps just the one-line message.
+    """
+
+    def __init__(self, message: str) -> None:
+        if "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode ``path`` into an RGB PIL image (grayscale, CMYK, RGBA and palette images are
+    converted); an unreadable file is an :class:`ImageReadError` naming it."""
+    try:
+        with Image.open(path) as im, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. palette transparency, EXIF noise
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            return im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageReadError(f"cannot read image '{path}' ({reason}); replace or delete the file") from None
+
+
+class ImageFileDataset(Dataset):
+    """``samples`` is a list of ``(path, label)``; images are decoded with :func:`load_image`."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], *,
+                 transform: Callable | None = None, source: str = "") -> None:
+        self.samples = samples
+        self.classes = list(classes)
+        self.transform = transform
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = load_image(path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def relabel(self, mapping: list[int], classes: list[str]) -> None:
+        """Label ``i`` becomes ``mapping[i]``, an index into the new ``classes``."""
+        self.samples = [(path, mapping[label]) for path, label in self.samples]
+        self.classes = list(classes)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source}: {len(self)} images, {len(self.classes)} classes)"
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def require_dir(path: Path, what: str, fix: str) -> Path:
+    if not path.is_dir():
+        parent = path.parent
+        found = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        seen = f" (found: {', '.join(found[:10])})" if found else ""
+        raise UserError(f"{what} '{path}' does not exist{seen}; {fix}")
+    return path
+
+
+def find_classes(split_dir: Path) -> list[str]:
+    """Sorted names of the class sub-folders (hidden folders are ignored)."""
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def folder_dataset(split_dir: Path, transform: Callable | None = None) -> ImageFileDataset:
+    """``split_dir/<class>/**/<image>``: classes are the sorted folder names."""
+    classes = find_classes(split_dir)
+    if not classes:
+        raise UserError(f"'{split_dir}' has no class sub-folders; expected {split_dir}/<class>/<image>.jpg")
+    samples = []
+    for label, name in enumerate(classes):
+        files = []
+        for dirpath, dirnames, filenames in os.walk(split_dir / name, followlinks=True):
+            dirnames.sort()
+            files += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
+        if not files:
+            raise UserError(f"class folder '{split_dir / name}' has no images "
+                            f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+        samples += [(f, label) for f in files]
+    return ImageFileDataset(samples, classes, transform=transform, source=str(split_dir))
+
+
+def read_label_names(root: Path) -> list[str] | None:
+    """Class names from ``root/label_list.txt`` or ``root/labels.txt`` (lines ``index name``
+    or ``name``), or None when neither exists."""
+    path = next((root / n for n in LABEL_FILES if (root / n).is_file()), None)
+    if path is None:
+        return None
+    names: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        head, _, rest = line.partition(" ")
+        if head.isdigit() and rest.strip():
+            index, name = int(head), rest.strip()
+        else:
+            index, name = len(names), line
+        if index in names:
+            raise UserError(f"'{path}' line {n}: label {index} is named twice; give each index one name")
+        names[index] = name
+    missing = sorted(set(range(len(names))) - set(names))
+    if missing:
+        raise UserError(f"'{path}' has no name for labels {missing[:10]}; name every index from 0")
+    return [names[i] for i in range(len(names))]
+
+
+def read_list(list_file: Path, root: Path) -> list[tuple[str, int]]:
+    """``relative/path label`` lines (split on the last whitespace; blank lines ignored)."""
+    if not list_file.is_file():
+        raise UserError(f"list file '{list_file}' does not exist; create it (lines 'relative/path label') "
+                        "or set data.train_list / data.val_list")
+    samples = []
+    for n, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise UserError(f"'{list_file}' line {n} is malformed: {line.strip()!r}; "
+                            "expected 'relative/path label' with an integer label >= 0")
+        samples.append((str(root / parts[0]), int(parts[1])))
+    if not samples:
+        raise UserError(f"list file '{list_file}' has no entries; add lines 'relative/path label'")
+    first = samples[0][0]
+    if not os.path.exists(first):
+        raise UserError(f"'{first}' (line 1 of '{list_file}') does not exist; list paths are relative "
+                        f"to data.data_dir ('{root}')")
+    return samples
+
+
+def list_dataset(list_file: Path, root: Path, transform: Callable | None = None) -> ImageFileDataset:
+    """A PaddleClas list file; classes from a label names file in ``root`` or ``"0".."N-1"``."""
+    samples = read_list(list_file, root)
+    top = max(label for _, label in samples)
+    classes = read_label_names(root)
+    if classes is None:
+        classes = [str(i) for i in range(top + 1)]
+    elif top >= len(classes):
+        raise UserError(f"'{list_file}' uses label {top} but the label names file in '{root}' names only "
+                        f"{len(classes)} classes; add the missing names")
+    return ImageFileDataset(samples, classes, transform=transform, source=str(list_file))
