@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the built-in data: train GoogLeNet on the digits, then evaluate the best checkpoint.
+DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
-	$(VENV)/bin/inception models
+	$(VENV)/bin/inception train --config demo --output-dir $(DEMO_DIR)
+	@echo "--- test set, best checkpoint ($(DEMO_DIR)/checkpoints/best.pt):"
+	$(VENV)/bin/inception eval --checkpoint $(DEMO_DIR)/checkpoints/best.pt
 
 test: $(STAMP)
 	$(PY) -m pytest -q

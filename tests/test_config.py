@@ -8,7 +8,7 @@ import yaml
 from inception.config import Config, all_keys, describe, load_config, parse_override
 from inception.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "inception" / "configs"
 
 
 def test_defaults_and_overrides():

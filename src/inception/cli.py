@@ -59,12 +59,23 @@ TRAIN_FLAGS = [
 ]
 
 
-def resolve_config_path(value: str | None) -> str | None:
-    """A YAML path, or the name of a recipe in the repository's configs/ (e.g. ``demo``)."""
-    if value is None or Path(value).exists():
+RECIPES = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_path(value: str | None) -> str:
+    """A YAML path, or the name of a bundled recipe (``configs/NAME.yaml``, e.g. ``demo``);
+    no value means the demo recipe."""
+    if value is None:
+        return str(RECIPES / "demo.yaml")
+    if Path(value).exists():
         return value
-    recipe = Path(__file__).resolve().parents[2] / "configs" / f"{value}.yaml"
-    return str(recipe) if recipe.is_file() else value
+    recipe = RECIPES / f"{value}.yaml"
+    if recipe.is_file():
+        return str(recipe)
+    from .errors import UserError
+
+    names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    raise UserError(f"config '{value}' is neither a file nor a bundled recipe ({names})")
 
 
 def train_overrides(args: argparse.Namespace) -> dict:
@@ -72,10 +83,10 @@ def train_overrides(args: argparse.Namespace) -> dict:
 
     overrides = {}
     for flag, key, _, _ in TRAIN_FLAGS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
             overrides[key] = value
-    for item in args.set or []:
+    for item in getattr(args, "set", None) or []:
         key, value = parse_override(item)
         overrides[key] = value
     return overrides
@@ -89,16 +100,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from .engine.trainer import resume_config, train
 
-    if args.resume:
-        cfg = resume_config(args.resume, train_overrides(args))
+    resume = getattr(args, "resume", None)
+    if resume:
+        cfg = resume_config(resume, train_overrides(args))
     else:
-        cfg = load_config(resolve_config_path(args.config), train_overrides(args))
+        cfg = load_config(resolve_config_path(getattr(args, "config", None)), train_overrides(args))
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=resume)
     m = result.last_metrics
     print(f"run {result.run_dir}: {result.epochs_done} epochs, {result.global_step} steps, "
           f"best val top-1 {result.best_top1:.2f}%"
@@ -135,13 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("train", help="train a model from a YAML recipe and overrides", formatter_class=fmt,
                        description="Train a model. With no arguments: GoogLeNet on the built-in digits data.")
-    p.add_argument("--config", default=None,
-                   help="YAML recipe: a path or a name from configs/ (e.g. googlenet_cifar10); default: built-in defaults")
+    p.add_argument("--config", default=argparse.SUPPRESS,
+                   help="YAML recipe: a path or a bundled recipe name from configs/ (e.g. googlenet_cifar10); "
+                        "default: demo (GoogLeNet on the built-in digits)")
     for flag, key, typ, text in TRAIN_FLAGS:
-        p.add_argument(flag, type=typ, default=None, help=f"{text} [{key}]")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+        p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f"{text} [{key}]")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
                    help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR|CKPT",
+    p.add_argument("--resume", default=argparse.SUPPRESS, metavar="RUN_DIR|CKPT",
                    help="continue a run from its last checkpoint (same LR schedule, epoch and step)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
@@ -165,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # step lines already shown in a progress bar
+        handler.addFilter(lambda record: not getattr(record, "in_progress_bar", False))
     try:
         return args.func(args)
     except UserError as e:

@@ -257,8 +257,8 @@ def validate(cfg: Config) -> None:
         raise UserError("schedule.name 'multistep' needs schedule.fractions, e.g. [0.3, 0.6, 0.8]")
     if any(not 0 < f < 1 for f in s.fractions):
         raise UserError(f"schedule.fractions {s.fractions} must lie strictly between 0 and 1")
-    if s.warmup_epochs >= cfg.train.epochs:
-        raise UserError(f"schedule.warmup_epochs ({s.warmup_epochs}) must be less than train.epochs ({cfg.train.epochs})")
+    if s.warmup_epochs > cfg.train.epochs:
+        raise UserError(f"schedule.warmup_epochs ({s.warmup_epochs}) must not exceed train.epochs ({cfg.train.epochs})")
     lo, hi = (cfg.data.crop_scale + [None, None])[:2]
     if len(cfg.data.crop_scale) != 2 or not 0 < lo <= hi <= 1:
         raise UserError(f"data.crop_scale {cfg.data.crop_scale} must be two numbers 0 < min <= max <= 1")

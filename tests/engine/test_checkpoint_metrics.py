@@ -85,7 +85,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not an inception checkpoint; for torchvision/timm weights use --pretrained"):
         load_checkpoint(tmp_path / "plain.pt")
-    with pytest.raises(CheckpointError, match="no checkpoints/last.pt"):
+    with pytest.raises(CheckpointError, match="without checkpoints/last.pt"):
         resolve_checkpoint(tmp_path)
 
 

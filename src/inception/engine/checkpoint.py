@@ -54,7 +54,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for candidate in (path / "checkpoints" / "last.pt", path / "last.pt"):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"run directory '{path}' has no checkpoints/last.pt to resume from")
+        raise CheckpointError(f"'{path}' is a directory without checkpoints/last.pt; give a run directory or a .pt file")
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist; give a run directory or a .pt file")
     return path

@@ -248,8 +248,9 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
                               "lr": lr, "img_per_s": ips}
                     metrics_log.write(record)
                     bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
-                    (log.debug if progress else log.info)(
-                        "epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step, loss_value, lr, ips)
+                    # With a progress bar the console shows these figures in the bar; train.log always gets them.
+                    log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step, loss_value,
+                             lr, ips, extra={"in_progress_bar": progress})
                     window_start, window_images = now, 0
                 if cfg.train.ckpt_interval and global_step % cfg.train.ckpt_interval == 0 and i + 1 < steps_per_epoch:
                     save(epoch, i + 1)
