@@ -67,3 +67,16 @@ def test_image_size_overrides_model_size():
     assert train[0][0].shape == val[0][0].shape == (3, 40, 40)
     train, val = build_datasets(DataCfg(), IDENTITY.replace(input_size=(3, 48, 48), crop_pct=0.875))
     assert train[0][0].shape == val[0][0].shape == (3, 48, 48)
+
+
+def test_cifar_preset_evaluates_whole_images():
+    from inception.config import DataCfg
+    from inception.data import _eval_tf
+    from inception.models.layers import DataConfig
+
+    dc = DataConfig(input_size=(3, 32, 32), min_input_size=2, mean=(0.0,) * 3, std=(1.0,) * 3, crop_pct=0.875)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    whole = _eval_tf(DataCfg(dataset="digits"), dc)(image)
+    torch.testing.assert_close((whole * 255).round().byte(), image)
+    cropped = _eval_tf(DataCfg(dataset="folder", data_dir="x"), dc)(image)
+    assert cropped.shape == (3, 32, 32) and not torch.equal((cropped * 255).round().byte(), image)

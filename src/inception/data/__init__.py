@@ -55,8 +55,11 @@ def _train_tf(cfg: DataCfg, dc: DataConfig):
 
 
 def _eval_tf(cfg: DataCfg, dc: DataConfig):
+    # The cifar preset trains on whole images at `size` (pad + crop keeps the scale), so
+    # evaluation sees whole images too; the model's crop fraction applies to imagenet-style data.
+    crop_pct = 1.0 if augment_preset(cfg) == "cifar" else dc.crop_pct
     return eval_transform(size=image_size(cfg, dc), mean=dc.mean, std=dc.std,
-                          interpolation=dc.interpolation, crop_pct=dc.crop_pct)
+                          interpolation=dc.interpolation, crop_pct=crop_pct)
 
 
 def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Dataset]:
