@@ -43,3 +43,15 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "models" in capsys.readouterr().out
+
+
+def test_bench_command_on_cpu(capsys, tmp_path):
+    rc = main(["bench", "googlenet", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--warmup", "1",
+               "--device", "cpu", "--dataset", "digits", "--data-steps", "2", "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "img/s" in out and "MFU" in out and "train" in out and "infer" in out
+    assert "compute-bound" in out or "input-bound" in out
+    assert (tmp_path / "b.json").is_file()
+    assert main(["bench", "inception_v3", "--image-size", "40", "--steps", "1", "--device", "cpu"]) == 2
+    assert "minimum 75" in capsys.readouterr().err

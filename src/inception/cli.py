@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -105,17 +106,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = resume_config(resume, train_overrides(args))
     else:
         cfg = load_config(resolve_config_path(getattr(args, "config", None)), train_overrides(args))
+    nproc = getattr(args, "nproc", None)
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ and not args.print_config:
+        # The config is valid (checked above): start the processes.
+        from .engine.distributed import launch_torchrun
+        from .utils import resolve_device
+
+        if cfg.train.sync_bn and resolve_device(cfg.train.device).type != "cuda":
+            raise UserError("train.sync_bn needs CUDA devices (PyTorch synchronises BatchNorm only on GPUs); "
+                            "set train.sync_bn: false on CPU")
+        return launch_torchrun(nproc, _without_flag(args.argv, "--nproc"))
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     result = train(cfg, resume=resume)
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return 0
     m = result.last_metrics
     print(f"run {result.run_dir}: {result.epochs_done} epochs, {result.global_step} steps, "
           f"best val top-1 {result.best_top1:.2f}%"
           + (f", last val top-1 {m['val_top1']:.2f}% top-5 {m['val_top5']:.2f}%" if "val_top1" in m else ""))
     return 0
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag VALUE`` / ``flag=VALUE``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == flag:
+            skip = True
+        elif not item.startswith(flag + "="):
+            out.append(item)
+    return out
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -126,6 +152,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             json_path=args.json, progress=sys.stderr.isatty())
     print(f"top1={r['top1']:.2f}% top5={r['top5']:.2f}% loss={r['loss']:.4f} images={r['count']} "
           f"img/s={r['img_per_s']:.1f} ({r['arch']}, {r['dataset']} {r['split']}, {r['checkpoint']})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_data, bench_model, format_data, format_results, parse_model_options
+    from .models import list_models
+
+    models = list_models() if args.models == ["all"] else args.models
+    modes = ["train", "infer"] if args.mode == "both" else [args.mode]
+    options = parse_model_options(args.option)
+    results, data = [], []
+    for name in models:
+        for mode in modes:
+            if args.data_dir or args.dataset:   # the pipeline this mode consumes; first, so a bad path fails fast
+                data.append(bench_data(args.data_dir, dataset=args.dataset, model_name=name, model_options=options,
+                                       image_size=args.image_size, pipeline="train" if mode == "train" else "eval",
+                                       batch_size=args.batch_size, workers=args.workers,
+                                       device_resident=args.device_resident, steps=args.data_steps,
+                                       device=args.device, channels_last=args.channels_last))
+            results.append(bench_model(name, mode=mode, batch_size=args.batch_size, image_size=args.image_size,
+                                       precision=args.precision, compile=args.compile, device=args.device,
+                                       channels_last=args.channels_last, steps=args.steps, warmup=args.warmup,
+                                       num_classes=args.num_classes, peak_tflops=args.peak_tflops,
+                                       model_options=options))
+    print(format_results(results))
+    for d, r in zip(data, results):
+        print(format_data(d, r))
+    if args.json:
+        import json
+
+        from .utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"results": [r.to_dict() for r in results], "data": data},
+                                                indent=2) + "\n")
     return 0
 
 
@@ -156,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2")
     p.add_argument("--resume", default=argparse.SUPPRESS, metavar="RUN_DIR|CKPT",
                    help="continue a run from its last checkpoint (same LR schedule, epoch and step)")
+    p.add_argument("--nproc", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="data-parallel training on N devices of this node: starts torchrun with N processes "
+                        "(for several nodes, run torchrun yourself; see the README)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)
@@ -170,14 +233,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU) and of the input pipeline",
+                       formatter_class=fmt,
+                       description="Time training steps and inference of models on synthetic data already on the "
+                                   "device: medians over timed steps, warmup and compilation excluded. With --data-dir "
+                                   "or --dataset, also time the real input pipeline and say whether training would "
+                                   "be input-bound or compute-bound.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model names (see `inception models`), or all")
+    p.add_argument("--mode", choices=["train", "infer", "both"], default="both",
+                   help="train: forward, loss, backward, SGD step; infer: eval-mode forward")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step")
+    p.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC model and inputs (default: on for CUDA)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's dense peak TFLOPS for this precision, for MFU (default: from a table of common GPUs)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", default=None,
+                   help="model option, e.g. --option aux_logits=true (repeatable)")
+    p.add_argument("--data-dir", "--data", dest="data_dir", default=None, metavar="PATH",
+                   help="also time the input pipeline (the trainer's DataLoader) on this dataset root")
+    p.add_argument("--dataset", default=None,
+                   help="dataset kind for the pipeline: folder (default with --data-dir), list, cifar10, cifar100, "
+                        "or digits (built in, needs no --data-dir)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the pipeline (default: 2)")
+    p.add_argument("--device-resident", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch in-memory datasets (digits, CIFAR files) on the device, as the trainer does by "
+                        "default with the cifar preset [data.device_resident]")
+    p.add_argument("--data-steps", type=int, default=50, help="timed batches of the pipeline")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s: %(message)s")
+    args.argv = argv
+    rank = int(os.environ.get("RANK", "0") or 0)   # under torchrun only rank 0 talks
+    level = logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:  # step lines already shown in a progress bar
         handler.addFilter(lambda record: not getattr(record, "in_progress_bar", False))
     try:

@@ -56,6 +56,9 @@ class DataCfg:
     crop_scale: list[float] = _f([0.08, 1.0], "RandomResizedCrop area range")
     crop_padding: int = _f(4, "cifar augmentation: zero padding before the random crop", ge=0)
     workers: int = _f(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+    device_resident: bool | None = _f(
+        None, "hold an in-memory dataset (digits, CIFAR files) on the device as uint8 and augment it there in "
+        "batches, with no DataLoader; default: on for those datasets with the cifar or none preset")
 
 
 @dataclass
@@ -98,6 +101,12 @@ class TrainCfg:
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
     output_dir: str | None = _f(None, "run directory; default runs/<model>-<dataset>-<time>")
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32", "fp32; bf16 or fp16 autocast (BatchNorm and the loss stay fp32)")
+    loss_scale: float | None = _f(None, "fp16: a static loss scale (the seeds' 1024); default: dynamic scaling", gt=0)
+    channels_last: bool | None = _f(None, "NHWC memory format; default: on for CUDA")
+    compile: bool = _f(False, "torch.compile the model")
+    sync_bn: bool = _f(False, "distributed: synchronise BatchNorm statistics across processes")
 
 
 @dataclass

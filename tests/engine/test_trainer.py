@@ -203,3 +203,10 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", "--print-config", "--model", "inception_v4"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["model"]["name"] == "inception_v4"
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_training(tmp_path):
+    r = train(_cfg(tmp_path, "compiled", **{"train.epochs": 1, "train.compile": True, "train.channels_last": True}),
+              progress=False)
+    assert r.last_metrics["val_count"] == 360 and all(map(lambda v: v == v, r.losses))

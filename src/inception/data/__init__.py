@@ -22,10 +22,11 @@ from ..models.layers import DataConfig
 from .cifar import cifar_dataset, expected_layouts, find_cifar
 from .digits import digits_dataset
 from .folder import ImageFileDataset, find_classes, folder_dataset, list_dataset, load_image, require_dir
+from .device import DeviceLoader, transform_arguments
 from .loader import build_loader
 from .transforms import eval_transform, train_transform
 
-__all__ = ["build_datasets", "build_eval_dataset", "build_loader", "train_transform", "eval_transform",
+__all__ = ["DeviceLoader", "transform_arguments", "build_datasets", "build_eval_dataset", "build_loader", "train_transform", "eval_transform",
            "load_image", "image_size", "augment_preset", "hflip_enabled"]
 
 _CIFAR_STYLE = ("digits", "cifar10", "cifar100")

@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
 
@@ -20,17 +20,21 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int,
-                 device: torch.device, drop_last: bool | None = None) -> DataLoader:
+                 device: torch.device, drop_last: bool | None = None, sampler: Sampler | None = None) -> DataLoader:
     """Shuffled (by a generator seeded with ``seed``) and dropping the last partial batch
-    when ``train``; pinned memory for CUDA; persistent workers when ``workers > 0``."""
+    when ``train``; pinned memory for CUDA; persistent workers when ``workers > 0``.
+
+    A ``sampler`` (e.g. a ``DistributedSampler``) replaces the shuffling; its batches are
+    ``batch_size`` per process."""
     drop_last = train if drop_last is None else drop_last
-    if drop_last and len(dataset) < batch_size:
+    if drop_last and (len(sampler) if sampler is not None else len(dataset)) < batch_size:
         raise UserError(f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size}; "
                         "lower train.batch_size")
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train if sampler is None else None,
+        sampler=sampler,
         drop_last=drop_last,
         num_workers=workers,
         pin_memory=torch.device(device).type == "cuda",

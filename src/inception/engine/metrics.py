@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Sampler
 from tqdm import tqdm
 
 
@@ -23,7 +24,10 @@ def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Module | None = None,
              progress: bool = False, desc: str = "eval") -> dict:
-    """Top-1, top-5, mean loss, image count and img/s of ``model`` over ``loader``."""
+    """Top-1, top-5, mean loss, image count and img/s of ``model`` over ``loader``.
+
+    Under torch.distributed each process passes its own shard; counts and loss sums are
+    summed over processes, so the figures are those of the whole dataset."""
     criterion = criterion or nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
@@ -41,6 +45,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Mo
         c1 += a
         c5 += b
         n += target.shape[0]
+    from .distributed import all_reduce_sum
+
+    all_reduce_sum(n, c1, c5, loss_sum)          # exact totals over processes (each saw its own shard)
     count = int(n.item())
     elapsed = time.perf_counter() - start
     model.train(was_training)
@@ -53,6 +60,20 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Mo
         "count": count,
         "img_per_s": count / max(elapsed, 1e-9),
     }
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...``: every sample on exactly one process, with no
+    padding duplicates (unlike ``DistributedSampler``), so summed counts are exact."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
 
 
 class MetricsLog:

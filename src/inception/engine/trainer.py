@@ -27,8 +27,13 @@ from ..errors import UserError
 from ..models import AuxOutputs, create_model, read_weights, weights_data_config, apply_weights
 from ..models.pretrained import CHECKPOINT_FORMAT
 from ..utils import resolve_device, seed_everything
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from . import distributed as dist_utils
+from .amp import Precision
 from .checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
-from .metrics import MetricsLog, evaluate, topk_correct
+from .metrics import MetricsLog, ShardSampler, evaluate, topk_correct
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("inception")
@@ -82,7 +87,7 @@ def compute_loss(out: Tensor | AuxOutputs, target: Tensor, criterion: nn.Module,
 
 
 def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, epoch: int, epoch_step: int,
-                     global_step: int, best_top1: float, metrics: dict | None) -> dict:
+                     global_step: int, best_top1: float, metrics: dict | None, scaler: dict | None = None) -> dict:
     """Everything a checkpoint holds: enough to resume, evaluate or export on its own."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -98,6 +103,7 @@ def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, e
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler or {},
         "epoch": epoch,
         "epoch_step": epoch_step,
         "global_step": global_step,
@@ -121,17 +127,97 @@ def resume_config(resume: str | os.PathLike, overrides: dict | None = None) -> C
     return cfg
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under DDP and torch.compile wrappers."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _train_loader(train_set, cfg: Config, info: dist_utils.DistInfo, device: torch.device, channels_last: bool,
+                  image_size: int):
+    """Device-resident batches for in-memory datasets (no DataLoader), else a DataLoader over a
+    DistributedSampler (also with one process, so the data order is the same for any world size)."""
+    if use_device_resident(train_set, cfg, image_size):
+        from ..data.device import DeviceLoader
+
+        return DeviceLoader.from_dataset(train_set, batch_size=cfg.train.batch_size, train=True, device=device,
+                                         seed=cfg.train.seed, rank=info.rank, world_size=info.world_size,
+                                         channels_last=channels_last)
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.train.seed, drop_last=True)
+    return build_loader(train_set, cfg.train.batch_size, train=True, workers=cfg.data.workers,
+                        seed=cfg.train.seed + info.rank, device=device, sampler=sampler)
+
+
+def _val_loader(val_set, cfg: Config, info: dist_utils.DistInfo, device: torch.device, channels_last: bool,
+                image_size: int):
+    """Each process evaluates its own shard, without the duplicates DistributedSampler pads with."""
+    if use_device_resident(val_set, cfg, image_size):
+        from ..data.device import DeviceLoader
+
+        return DeviceLoader.from_dataset(val_set, batch_size=cfg.train.batch_size, train=False, device=device,
+                                         rank=info.rank, world_size=info.world_size, channels_last=channels_last)
+    sampler = ShardSampler(len(val_set), info.rank, info.world_size)
+    return build_loader(val_set, cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=cfg.train.seed,
+                        device=device, sampler=sampler)
+
+
+#: Largest dataset held on the device by default (data.device_resident unset).
+DEVICE_RESIDENT_MAX_BYTES = 4 * 2**30
+
+
+def use_device_resident(dataset, cfg: Config, image_size: int | None = None) -> bool:
+    """Whether ``dataset`` is batched on the device (:class:`~inception.data.DeviceLoader`)."""
+    from ..data import augment_preset
+
+    in_memory = hasattr(dataset, "images") and hasattr(dataset, "labels")
+    if cfg.data.device_resident is None:
+        if not in_memory or augment_preset(cfg.data) not in ("cifar", "none") or cfg.data.color_jitter:
+            return False
+        side = (image_size or dataset.images.shape[-1]) + 2 * cfg.data.crop_padding
+        return len(dataset) * dataset.images.shape[1] * side * side <= DEVICE_RESIDENT_MAX_BYTES
+    if cfg.data.device_resident and not in_memory:
+        raise UserError(f"data.device_resident needs an in-memory dataset (digits or CIFAR files), "
+                        f"not '{cfg.data.dataset}'; set data.device_resident: false")
+    return cfg.data.device_resident
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    target = getattr(loader, "sampler", None) if not hasattr(loader, "set_epoch") else loader
+    if target is not None and hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
+
+
 def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: bool | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``; return where the run went and how it ended.
 
     With ``resume`` (a checkpoint or run directory), model, optimizer, scheduler, epoch and
     step are restored from it; build ``cfg`` with :func:`resume_config` to continue the
-    same run."""
-    device = resolve_device(cfg.train.device)
+    same run. Under torchrun, each process trains on its shard of every batch (DDP)."""
+    info, device = dist_utils.init_distributed(resolve_device(cfg.train.device))
+    try:
+        return _train(cfg, resume=resume, progress=progress, info=info, device=device)
+    finally:
+        dist_utils.cleanup()
+
+
+def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    progress = sys.stderr.isatty() if progress is None else progress
+    seed_everything(cfg.train.seed)            # the same on every rank: identical initial weights
+    main = info.is_main
+    progress = (sys.stderr.isatty() if progress is None else progress) and main
+    cuda = device.type == "cuda"
+    channels_last = cuda if cfg.train.channels_last is None else cfg.train.channels_last
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     ckpt = None
     if resume:
@@ -155,64 +241,88 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
     if num_classes != len(class_names):
         raise UserError(f"model.num_classes is {num_classes} but the data has {len(class_names)} classes; "
                         f"remove model.num_classes or set it to {len(class_names)}")
-    if len(train_set) < cfg.train.batch_size:
-        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
-                        f"({len(train_set)} images); lower --batch-size")
+    if len(train_set) < cfg.train.batch_size * info.world_size:
+        raise UserError(f"train.batch_size {cfg.train.batch_size} x {info.world_size} processes is larger than the "
+                        f"training set ({len(train_set)} images); lower --batch-size")
 
     model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
     if weights:
         apply_weights(model, *weights, path=cfg.model.pretrained)
     model.data_config = data_config
-    model.to(device)
+    if ckpt is not None:
+        apply_weights(model, ckpt["model"], ckpt, path=resume)
+    if cfg.train.sync_bn and info.enabled:
+        if not cuda:
+            raise UserError("train.sync_bn needs CUDA devices (PyTorch synchronises BatchNorm only on GPUs); "
+                            "set train.sync_bn: false on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    raw_model = model
 
-    train_loader = build_loader(train_set, cfg.train.batch_size, train=True, workers=cfg.data.workers,
-                                seed=cfg.train.seed, device=device)
-    val_loader = build_loader(val_set, cfg.train.batch_size, train=False, workers=cfg.data.workers,
-                              seed=cfg.train.seed, device=device)
+    train_loader = _train_loader(train_set, cfg, info, device, channels_last, image_size)
+    val_loader = _val_loader(val_set, cfg, info, device, channels_last, image_size)
     steps_per_epoch = len(train_loader)
-    optimizer = build_optimizer(model, cfg.optim, device)
+    optimizer = build_optimizer(raw_model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs)
+    precision = Precision(cfg.train.precision, device, cfg.train.loss_scale)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss()
 
     start_epoch, start_step, global_step, best_top1, last_metrics = 0, 0, 0, -1.0, {}
     if ckpt is not None:
-        apply_weights(model, ckpt["model"], ckpt, path=resume)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        precision.load_state_dict(ckpt.get("scaler", {}))
         start_epoch, start_step = int(ckpt["epoch"]), int(ckpt["epoch_step"])
         global_step, best_top1 = int(ckpt["global_step"]), float(ckpt["best_top1"])
         last_metrics = ckpt.get("metrics", {})
         if start_epoch >= cfg.train.epochs:
             raise UserError(f"run in '{resume}' already finished {start_epoch} epochs; raise --epochs to train longer")
 
+    if info.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if cfg.train.compile:
+        model = torch.compile(model)
+
     run_dir = _run_dir(cfg)
-    _check_writable(run_dir)
-    handler = _file_logger(run_dir)
+    handler = None
+    if main:
+        _check_writable(run_dir)
+        handler = _file_logger(run_dir)
     try:
-        cfg.save(run_dir / "config.yaml")
-        metrics_log = MetricsLog(run_dir / "metrics.jsonl")
-        ckpts = CheckpointManager(run_dir, cfg.train.keep_checkpoint_max)
-        n_params = sum(p.numel() for p in model.parameters())
-        log.info("run %s: %s (%.2fM params) on %s, %d train / %d val images, %d classes, %dx%d, %d steps/epoch",
-                 run_dir, cfg.model.name, n_params / 1e6, device, len(train_set), len(val_set), num_classes,
-                 image_size, image_size, steps_per_epoch)
-        if ckpt is not None:
-            log.info("resumed from %s at epoch %d, step %d", resume, start_epoch + 1, global_step)
+        if main:
+            cfg.save(run_dir / "config.yaml")
+        metrics_log = MetricsLog(run_dir / "metrics.jsonl") if main else None
+        ckpts = CheckpointManager(run_dir, cfg.train.keep_checkpoint_max) if main else None
+        n_params = sum(p.numel() for p in raw_model.parameters())
+        if main:
+            log.info("run %s: %s (%.2fM params) on %s x%d, %s, %d train / %d val images, %d classes, %dx%d, "
+                     "%d steps/epoch of %d images", run_dir, cfg.model.name, n_params / 1e6, device, info.world_size,
+                     cfg.train.precision, len(train_set), len(val_set), num_classes, image_size, image_size,
+                     steps_per_epoch, cfg.train.batch_size * info.world_size)
+            if ckpt is not None:
+                log.info("resumed from %s at epoch %d, step %d", resume, start_epoch + 1, global_step)
 
         def save(epoch: int, epoch_step: int, best: bool = False) -> None:
-            state = checkpoint_state(cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler,
+            if not main:
+                return
+            state = checkpoint_state(cfg=cfg, model=_unwrap(raw_model), optimizer=optimizer, scheduler=scheduler,
                                      class_names=class_names, epoch=epoch, epoch_step=epoch_step,
-                                     global_step=global_step, best_top1=best_top1, metrics=last_metrics)
+                                     global_step=global_step, best_top1=best_top1, metrics=last_metrics,
+                                     scaler=precision.state_dict())
             ckpts.save(state, global_step, best=best)
 
         losses: list[float] = []
+        params = [p for p in raw_model.parameters() if p.requires_grad]
         for epoch in range(start_epoch, cfg.train.epochs):
             model.train()
-            if getattr(train_loader, "generator", None) is not None:
-                train_loader.generator.manual_seed(cfg.train.seed + epoch)   # the order depends on the epoch only
             skip = start_step if epoch == start_epoch else 0
-            batches = itertools.islice(iter(train_loader), skip, None)
+            _set_epoch(train_loader, epoch)              # the data order is a function of (seed, epoch)
+            if hasattr(train_loader, "set_epoch"):        # device-resident: skips without computing
+                train_loader.set_epoch(epoch, start_batch=skip)
+                batches = iter(train_loader)
+            else:
+                batches = itertools.islice(iter(train_loader), skip, None)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip, disable=not progress, dynamic_ncols=True,
                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False)
             loss_sum = torch.zeros((), device=device)
@@ -221,36 +331,40 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
             window_start, window_images = time.perf_counter(), 0
             for i, (images, target) in enumerate(bar, start=skip):
                 images = images.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 target = target.to(device, non_blocking=True)
-                loss, logits = compute_loss(model(images), target, criterion, cfg.model.aux_weight)
+                with precision.autocast():
+                    loss, logits = compute_loss(model(images), target, criterion, cfg.model.aux_weight)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
+                precision.backward(loss)
+                precision.step(optimizer, params, cfg.optim.grad_clip)
                 scheduler.step()
                 global_step += 1
-                loss_sum += loss.detach()
+                loss_sum += loss.detach().float()
                 correct += topk_correct(logits.detach(), target, (1,))[0]
                 seen += target.shape[0]
                 window_images += target.shape[0]
 
                 if global_step % cfg.train.log_interval == 0 or i + 1 == steps_per_epoch:
-                    loss_value = loss.item()                                   # the only sync, at log steps
+                    # The only host sync of the loop: the loss averaged over processes, so all agree.
+                    mean_loss = loss.detach().float().reshape(1)
+                    dist_utils.all_reduce_sum(mean_loss)
+                    loss_value = mean_loss.item() / info.world_size
                     if not math.isfinite(loss_value):
                         raise UserError(f"training loss became {loss_value} at step {global_step}; "
                                         "lower --lr or enable optim.grad_clip")
                     now = time.perf_counter()
-                    ips = window_images / max(now - window_start, 1e-9)
+                    ips = window_images * info.world_size / max(now - window_start, 1e-9)
                     lr = optimizer.param_groups[0]["lr"]
                     losses.append(loss_value)
-                    record = {"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": loss_value,
-                              "lr": lr, "img_per_s": ips}
-                    metrics_log.write(record)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
-                    # With a progress bar the console shows these figures in the bar; train.log always gets them.
-                    log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step, loss_value,
-                             lr, ips, extra={"in_progress_bar": progress})
+                    if main:
+                        metrics_log.write({"kind": "step", "epoch": epoch + 1, "step": global_step,
+                                           "loss": loss_value, "lr": lr, "img_per_s": ips})
+                        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
+                        # With a progress bar the console shows these figures in the bar; train.log always gets them.
+                        log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step,
+                                 loss_value, lr, ips, extra={"in_progress_bar": progress})
                     window_start, window_images = now, 0
                 if cfg.train.ckpt_interval and global_step % cfg.train.ckpt_interval == 0 and i + 1 < steps_per_epoch:
                     save(epoch, i + 1)
@@ -258,29 +372,40 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
 
             epoch_time = time.perf_counter() - epoch_start
             steps_run = steps_per_epoch - skip
+            totals = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=device)])
+            dist_utils.all_reduce_sum(totals)
+            loss_total, correct_total, seen_total = totals.tolist()
             record = {"kind": "epoch", "epoch": epoch + 1, "step": global_step, "epoch_time_s": epoch_time,
                       "ms_per_step": 1000 * epoch_time / max(steps_run, 1),
-                      "train_loss": loss_sum.item() / max(steps_run, 1),
-                      "train_top1": 100.0 * correct.item() / max(seen, 1),
-                      "img_per_s": seen / max(epoch_time, 1e-9), "lr": optimizer.param_groups[0]["lr"]}
+                      "train_loss": loss_total / max(steps_run * info.world_size, 1),
+                      "train_top1": 100.0 * correct_total / max(seen_total, 1),
+                      "img_per_s": seen_total / max(epoch_time, 1e-9), "lr": optimizer.param_groups[0]["lr"]}
             is_best = False
             if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
-                val = evaluate(model, val_loader, device, criterion=eval_criterion, progress=progress)
+                # Evaluate the plain model (no DDP collectives: ranks' shards may differ by a batch),
+                # with rank 0's BatchNorm statistics, i.e. the model the checkpoint holds.
+                dist_utils.broadcast_buffers(raw_model)
+                with precision.autocast():
+                    val = evaluate(raw_model, val_loader, device, criterion=eval_criterion, progress=progress)
                 last_metrics = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
                                 "val_count": val["count"]}
                 record.update(last_metrics)
                 is_best = val["top1"] > best_top1
                 best_top1 = max(best_top1, val["top1"])
-            metrics_log.write(record)
-            log.info("epoch %d/%d: %.1fs, %.1f ms/step, %.0f img/s, train loss %.4f, train top-1 %.2f%%%s",
-                     epoch + 1, cfg.train.epochs, epoch_time, record["ms_per_step"], record["img_per_s"],
-                     record["train_loss"], record["train_top1"],
-                     (f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}% "
-                      f"loss {record['val_loss']:.4f}") if "val_top1" in record else "")
+            if main:
+                metrics_log.write(record)
+                log.info("epoch %d/%d: %.1fs, %.1f ms/step, %.0f img/s, train loss %.4f, train top-1 %.2f%%%s",
+                         epoch + 1, cfg.train.epochs, epoch_time, record["ms_per_step"], record["img_per_s"],
+                         record["train_loss"], record["train_top1"],
+                         (f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}% "
+                          f"loss {record['val_loss']:.4f}") if "val_top1" in record else "")
             save(epoch + 1, 0, best=is_best)
-        log.info("finished: best val top-1 %.2f%%, run directory %s", best_top1, run_dir)
+        if main:
+            log.info("finished: best val top-1 %.2f%%, run directory %s", best_top1, run_dir)
+        dist_utils.barrier()
         return TrainResult(run_dir=run_dir, epochs_done=cfg.train.epochs, global_step=global_step,
                            best_top1=best_top1, last_metrics=last_metrics, losses=losses)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()

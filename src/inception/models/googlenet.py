@@ -81,7 +81,7 @@ class GoogLeNet(InceptionBase):
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
             self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-            self.data_config = DataConfig(input_size=(3, 224, 224), min_input_size=15,
+            self.data_config = DataConfig(input_size=(in_chans, 224, 224), min_input_size=15,
                                           mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                           interpolation="bilinear", crop_pct=0.875)
         else:
@@ -90,7 +90,7 @@ class GoogLeNet(InceptionBase):
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
             self.maxpool2 = nn.Identity()
-            self.data_config = DataConfig(input_size=(3, 32, 32), min_input_size=2,
+            self.data_config = DataConfig(input_size=(in_chans, 32, 32), min_input_size=2,
                                           mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                           interpolation="bilinear", crop_pct=1.0)
 

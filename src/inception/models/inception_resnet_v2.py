@@ -124,7 +124,7 @@ class InceptionResNetV2(InceptionBase):
         self.arch = "inception_resnet_v2"
         self.num_classes = num_classes
         self.num_features = 1536
-        self.data_config = DataConfig(input_size=(3, 299, 299), min_input_size=75,
+        self.data_config = DataConfig(input_size=(in_chans, 299, 299), min_input_size=75,
                                       mean=INCEPTION_MEAN, std=INCEPTION_STD,
                                       interpolation="bicubic", crop_pct=0.8975)
         self.conv2d_1a = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)

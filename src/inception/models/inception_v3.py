@@ -152,7 +152,7 @@ class InceptionV3(InceptionBase):
         self.num_classes = num_classes
         self.num_features = 2048
         self.aux_logits = aux_logits
-        self.data_config = DataConfig(input_size=(3, 299, 299), min_input_size=75,
+        self.data_config = DataConfig(input_size=(in_chans, 299, 299), min_input_size=75,
                                       mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                       interpolation="bilinear", crop_pct=0.875)
         self.Conv2d_1a_3x3 = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)

@@ -153,7 +153,7 @@ class InceptionV4(InceptionBase):
         self.arch = "inception_v4"
         self.num_classes = num_classes
         self.num_features = 1536
-        self.data_config = DataConfig(input_size=(3, 299, 299), min_input_size=75,
+        self.data_config = DataConfig(input_size=(in_chans, 299, 299), min_input_size=75,
                                       mean=INCEPTION_MEAN, std=INCEPTION_STD,
                                       interpolation="bicubic", crop_pct=0.875)
         self.features = nn.Sequential(

@@ -1,0 +1,95 @@
+"""torch.distributed helpers: set-up from torchrun's environment, reductions, the launcher.
+
+Data-parallel training runs one process per device, started by ``torchrun`` (or by
+``inception train --nproc N``, which starts torchrun on this node). Every process runs the
+same loop; DDP averages gradients; rank 0 alone logs, writes metrics and saves checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Rank, world size and local rank from torchrun's environment (1 process without it)."""
+    try:
+        return DistInfo(rank=int(os.environ.get("RANK", 0)), world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                        local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError:
+        raise UserError("RANK / WORLD_SIZE / LOCAL_RANK must be integers (set by torchrun)") from None
+
+
+def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo otherwise) and pick
+    this process's device (``cuda:LOCAL_RANK`` on GPUs)."""
+    info = env_info()
+    if not info.enabled:
+        return info, device
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30),
+                                device_id=device if device.type == "cuda" else None)
+    return info, device
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_enabled() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(*tensors: torch.Tensor) -> None:
+    """Sum tensors across processes in place (a no-op in one process)."""
+    if is_enabled():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers (BatchNorm running statistics)."""
+    if is_enabled():
+        for buf in module.buffers():
+            dist.broadcast(buf, src)
+
+
+def barrier() -> None:
+    if is_enabled():
+        dist.barrier()
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run ``inception <argv>`` under torchrun with ``nproc`` processes on this node."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "inception", *argv]
+    print("launching: " + " ".join(cmd[1:]), file=sys.stderr)
+    return subprocess.call(cmd)

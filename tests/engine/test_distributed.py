@@ -1,0 +1,188 @@
+"""Data-parallel training and evaluation with 2 CPU processes (gloo)."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from inception.config import load_config
+from inception.engine import distributed as dist_utils
+from inception.engine.checkpoint import load_checkpoint
+from inception.engine.metrics import ShardSampler, evaluate
+from inception.engine.trainer import train
+from inception.models import register_model
+from inception.models.layers import DataConfig, InceptionBase
+
+
+class TinyNet(InceptionBase):
+    """A BatchNorm-free model, so per-process batches give exactly the full batch's gradients."""
+
+    classifier_name = "fc"
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 16
+        self.data_config = DataConfig(input_size=(3, 16, 16), min_input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Identity()
+        self.fc = self._make_classifier(num_classes)
+
+    def forward_features(self, x):
+        return self.stem(x)
+
+
+def _register():
+    register_model("tinynet", TinyNet, "test-only BN-free model")
+
+
+@pytest.fixture
+def tinynet():
+    _register()
+    yield
+    from inception.models import registry
+
+    registry._REGISTRY.pop("tinynet", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(rank: int, world: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+
+
+def _overrides(out_dir, batch):
+    return {"model.name": "tinynet", "data.image_size": 16, "data.augment": "none", "data.workers": 0,
+            "train.epochs": 1, "train.batch_size": batch, "train.log_interval": 5, "optim.lr": 0.05,
+            "optim.weight_decay": 1e-4, "schedule.warmup_epochs": 0.2, "train.output_dir": str(out_dir)}
+
+
+def _train_worker(rank, world, port, out_dir, batch, device_resident, queue):
+    torch.set_num_threads(1)
+    _env(rank, world, port)
+    _register()
+    cfg = load_config(None, {**_overrides(out_dir, batch), "data.device_resident": device_resident})
+    result = train(cfg, progress=False)
+    queue.put((rank, result.global_step, result.last_metrics.get("val_count")))
+
+
+@pytest.mark.parametrize("device_resident", [False, True], ids=["dataloader", "device-resident"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, device_resident, tinynet):
+    torch.set_num_threads(1)
+    single = train(load_config(None, {**_overrides(tmp_path / "one", 64), "data.device_resident": device_resident}),
+                   progress=False)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_train_worker, args=(r, 2, port, tmp_path / "two", 32, device_resident, queue))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert all(p.exitcode == 0 for p in procs)
+    reports = sorted(queue.get(timeout=5) for _ in range(2))
+    assert [r[1] for r in reports] == [single.global_step] * 2          # all ranks agree on the steps
+    assert reports[0][2] == reports[1][2] == single.last_metrics["val_count"] == 360
+    # Only rank 0 wrote the run directory.
+    assert (tmp_path / "two" / "checkpoints" / "last.pt").is_file()
+    one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
+    two = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
+    changed = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    assert changed["global_step"] == single.global_step
+
+
+def _eval_worker(rank, world, port, n, queue):
+    torch.set_num_threads(1)
+    _env(rank, world, port)
+    torch.distributed.init_process_group("gloo")
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 6), torch.randint(0, 4, (n,))
+    model = nn.Linear(6, 4)
+    idx = list(ShardSampler(n, rank, world))
+    loader = [(x[idx[i:i + 4]], y[idx[i:i + 4]]) for i in range(0, len(idx), 4)]
+    result = evaluate(model, loader, torch.device("cpu"))
+    torch.distributed.destroy_process_group()
+    queue.put((rank, result))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_eval_counts_are_exact(world):
+    n = 23  # not divisible by 2 or 3
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 6), torch.randint(0, 4, (n,))
+    model = nn.Linear(6, 4)
+    expected = evaluate(model, [(x, y)], torch.device("cpu"))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_eval_worker, args=(r, world, port, n, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs)
+    for _, result in (queue.get(timeout=5) for _ in range(world)):
+        assert result["count"] == n
+        assert result["top1"] == pytest.approx(expected["top1"])
+        assert result["top5"] == pytest.approx(expected["top5"])
+        assert result["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_shard_sampler_partitions_without_duplicates():
+    for n, world in ((10, 3), (7, 2), (2, 4)):
+        shards = [list(ShardSampler(n, r, world)) for r in range(world)]
+        assert sorted(i for s in shards for i in s) == list(range(n))
+        assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
+
+
+def test_nproc_launcher_runs_torchrun(tmp_path):
+    """`inception train --nproc 2` starts torchrun; rank 0 alone prints and writes."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "inception", "train", "--nproc", "2", "--epochs", "1", "--batch-size", "32",
+           "--workers", "0", "--output-dir", str(out), "--set", "data.image_size=16", "--set", "train.threads=1",
+           "--set", "train.log_interval=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best val top-1") == 1
+    assert "x2" in (out / "train.log").read_text()
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["metrics"]["val_count"] == 360
+
+
+def test_env_info_defaults_to_one_process(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    info = dist_utils.env_info()
+    assert (info.rank, info.world_size, info.enabled, info.is_main) == (0, 1, False, True)
+
+
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
+    cmd = [sys.executable, "-m", "inception", "train", "--nproc", "2", "--epochs", "1", "--batch-size", "32",
+           "--workers", "0", "--output-dir", str(tmp_path / "run"), "--set", "data.image_size=16",
+           "--set", "train.sync_bn=true", "--set", "train.threads=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "train.sync_bn needs CUDA devices" in done.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_sync_bn_two_gpus(tmp_path):
+    cmd = [sys.executable, "-m", "inception", "train", "--nproc", "2", "--epochs", "1", "--batch-size", "32",
+           "--output-dir", str(tmp_path / "run"), "--set", "data.image_size=32", "--set", "train.sync_bn=true"]
+    assert subprocess.run(cmd, timeout=600).returncode == 0

@@ -1,0 +1,235 @@
+"""`inception bench`: model throughput on synthetic data, input pipeline throughput, peaks, the table."""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from inception.bench import (
+    COLUMNS,
+    BenchResult,
+    bench_data,
+    bench_model,
+    data_verdict,
+    format_data,
+    format_results,
+    forward_macs,
+    known_gpu,
+    peak_flops,
+    peak_flops_for_name,
+)
+from inception.errors import UserError
+from inception.models import count_macs, create_model
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tests check arithmetic, not speed, and on a busy 2-core
+    machine oversubscribed OpenMP threads can make a step 20 times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# GoogLeNet's 224 stem at 32x32: 0.03 GMACs, a step takes milliseconds on a CPU.
+SMALL = dict(batch_size=4, image_size=32, steps=3, warmup=1, device="cpu", num_classes=10)
+
+
+def _check_figures(r: BenchResult, mode: str) -> None:
+    assert r.mode == mode and r.batch_size == 4 and r.image_size == 32 and r.steps == 3
+    assert len(r.step_ms) == 3 and all(t > 0 and math.isfinite(t) for t in r.step_ms)
+    assert r.ms_per_step == pytest.approx(statistics.median(r.step_ms))
+    assert r.ms_per_step <= r.p90_ms <= max(r.step_ms)
+    assert r.img_per_s == pytest.approx(4 / (r.ms_per_step / 1000))
+    for value in (r.img_per_s, r.wall_img_per_s, r.achieved_tflops):
+        assert value > 0 and math.isfinite(value)
+    assert r.macs_per_image > 0
+    assert r.flops_per_image == (6 if mode == "train" else 2) * r.macs_per_image
+    assert r.achieved_tflops == pytest.approx(r.flops_per_image * r.img_per_s / 1e12)
+    assert r.device.startswith("cpu (1 thread)") and r.peak_mem_mb is None and r.compile_s is None
+    assert r.channels_last is False   # the default is on for CUDA only
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_bench_model_cpu(mode):
+    r = bench_model("googlenet", mode=mode, **SMALL)
+    _check_figures(r, mode)
+    assert r.peak_tflops is None and r.mfu is None   # no known peak for a CPU
+    # MACs are the model's own forward at the benchmarked size (not the default 224).
+    with torch.device("meta"):
+        model = create_model("googlenet", num_classes=10)
+    assert r.macs_per_image == count_macs(model, (3, 32, 32))
+
+
+def test_mfu_with_explicit_peak():
+    r = bench_model("googlenet", mode="train", peak_tflops=0.5, **SMALL)
+    assert r.peak_tflops == 0.5
+    assert r.mfu == pytest.approx(r.achieved_tflops / 0.5)
+    assert r.mfu == pytest.approx(6 * r.macs_per_image * r.img_per_s / 1e12 / 0.5)
+    assert any("given" in n for n in r.notes)
+
+
+def test_bf16_autocast_on_cpu():
+    r = bench_model("googlenet", mode="train", precision="bf16", **SMALL)
+    _check_figures(r, "train")
+    assert r.precision == "bf16"
+    r = bench_model("googlenet", mode="infer", precision="bf16", **SMALL)
+    _check_figures(r, "infer")
+
+
+def test_aux_heads_counted_in_training_only():
+    r = bench_model("googlenet", mode="train", model_options={"aux_logits": True},
+                    **{**SMALL, "image_size": 64, "steps": 1})
+    plain = forward_macs("googlenet", 64, num_classes=10)
+    assert r.macs_per_image > plain                   # the two aux heads run in train mode
+    assert forward_macs("googlenet", 64, num_classes=10, model_options={"aux_logits": True}) == plain  # eval: not
+    assert any("auxiliary" in n for n in r.notes)
+
+
+def test_user_mistakes_are_user_errors():
+    with pytest.raises(UserError, match="mode"):
+        bench_model("googlenet", mode="eval", **SMALL)
+    with pytest.raises(UserError, match="precision"):
+        bench_model("googlenet", precision="int8", **SMALL)
+    with pytest.raises(UserError, match="minimum"):
+        bench_model("inception_v3", mode="infer", **SMALL)
+    with pytest.raises(UserError, match="299"):   # v3's aux head needs the full size in train mode
+        bench_model("inception_v3", mode="train", model_options={"aux_logits": True}, **{**SMALL, "image_size": 75})
+    with pytest.raises(UserError, match="did you mean"):
+        bench_model("googlenett", **SMALL)
+    with pytest.raises(UserError, match="steps"):
+        bench_model("googlenet", **{**SMALL, "steps": 0})
+
+
+@pytest.mark.parametrize("name, precision, peak", [
+    ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
+    ("NVIDIA H100 80GB HBM3", "tf32", 494.7),
+    ("NVIDIA H100 PCIe", "fp16", 756.5),
+    ("NVIDIA H100 NVL", "bf16", 835.5),
+    ("NVIDIA H200", "bf16", 989.4),
+    ("NVIDIA A100-SXM4-80GB", "bf16", 312.0),
+    ("NVIDIA A100-PCIE-40GB", "tf32", 156.0),
+    ("NVIDIA A100-SXM4-40GB", "fp32", 19.5),
+    ("NVIDIA A10", "bf16", 125.0),
+    ("NVIDIA L4", "fp16", 121.0),
+    ("NVIDIA L40S", "bf16", 362.05),
+    ("NVIDIA L40", "bf16", 181.05),
+    ("Tesla V100-SXM2-16GB", "fp16", 125.0),
+    ("Tesla V100-PCIE-32GB", "fp16", 112.0),
+    ("Tesla T4", "fp16", 65.0),
+    ("NVIDIA GeForce RTX 4090", "bf16", 165.2),
+    ("NVIDIA GeForce RTX 3090", "fp16", 71.0),
+])
+def test_peak_table(name, precision, peak):
+    assert peak_flops_for_name(name, precision) == pytest.approx(peak)
+
+
+def test_peak_table_unknowns():
+    assert peak_flops_for_name("Tesla V100-SXM2-16GB", "bf16") is None   # Volta has no bf16
+    assert peak_flops_for_name("Tesla T4", "tf32") is None
+    assert peak_flops_for_name("NVIDIA A10G", "bf16") is None            # not mistaken for an A10
+    assert peak_flops_for_name("Some Future GPU", "bf16") is None
+    assert peak_flops_for_name("NVIDIA GeForce RTX 4090 Laptop GPU", "bf16") is None
+    assert known_gpu("NVIDIA A100 80GB PCIe") == "A100" and known_gpu("NVIDIA H100 80GB HBM3") == "H100 SXM"
+    assert known_gpu("NVIDIA GeForce RTX 3090 Ti") == "RTX 3090 Ti"
+    assert peak_flops("cpu", "bf16") is None and peak_flops("cpu", "fp32") is None
+
+
+@pytest.mark.parametrize("pipeline", ["train", "eval"])
+@pytest.mark.parametrize("resident", [None, False])
+def test_bench_data_digits(pipeline, resident):
+    d = bench_data(dataset="digits", model_name="googlenet_cifar", pipeline=pipeline, batch_size=32, workers=0,
+                   device_resident=resident, steps=3)
+    assert d["img_per_s"] > 0 and math.isfinite(d["img_per_s"])
+    assert d["images"] == 96 and d["dataset"] == "digits" and d["pipeline"] == pipeline
+    assert d["sample_shape"] == [3, 32, 32] and d["dataset_images"] == (1437 if pipeline == "train" else 360)
+    assert d["ms_per_batch"] > 0 and d["p90_ms"] >= d["ms_per_batch"]
+    # As in the trainer: digits (cifar preset) are batched on the device unless asked otherwise.
+    assert d["loader"] == ("device-resident" if resident is None else "DataLoader, 0 workers")
+
+
+def test_bench_data_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (48, 40), colour).save(tmp_path / split / c / f"{i}.png")
+    d = bench_data(tmp_path, image_size=32, batch_size=4, workers=0, steps=5)   # cycles over epochs of 2 batches
+    assert d["dataset"] == "folder" and d["loader"] == "DataLoader, 0 workers"
+    assert d["images"] == 20 and d["img_per_s"] > 0 and d["sample_shape"] == [3, 32, 32]
+
+
+def test_bench_data_needs_a_directory():
+    with pytest.raises(UserError, match="data directory"):
+        bench_data(dataset="folder", workers=0, steps=1)
+
+
+def test_data_verdict():
+    assert data_verdict(100.0, 200.0) == (0.5, "input-bound")
+    assert data_verdict(300.0, 200.0) == (1.5, "compute-bound")
+
+
+def _fake(mode="train", mfu=None, peak=None, mem=None):
+    return BenchResult(model="googlenet", mode=mode, batch_size=64, image_size=224, precision="bf16", compile=True,
+                       channels_last=True, device="cuda:0 (NVIDIA H100 80GB HBM3)", img_per_s=4000.0,
+                       ms_per_step=16.0, p90_ms=16.5, wall_img_per_s=3990.0, peak_mem_mb=mem,
+                       macs_per_image=1_500_000_000, flops_per_image=9_000_000_000, achieved_tflops=36.0,
+                       peak_tflops=peak, mfu=mfu, steps=20, warmup=5, compile_s=30.0, notes=["a note"])
+
+
+def test_format_results_columns():
+    table = format_results([_fake(mfu=36.0 / 989.4, peak=989.4, mem=5120.0), _fake(mode="infer")])
+    lines = table.splitlines()
+    assert lines[0].startswith("device: cuda:0 (NVIDIA H100 80GB HBM3)")
+    header = lines[1]
+    for col in COLUMNS:
+        assert col in header
+    assert header.split()[:2] == ["model", "mode"]
+    row_train, row_infer = lines[2], lines[3]
+    assert "4,000.0" in row_train and "16.0" in row_train and "5,120" in row_train and "1.50" in row_train
+    assert "3.6%" in row_train and "36" in row_train and "yes" in row_train
+    assert row_infer.rstrip().endswith("-")           # no MFU without a peak
+    assert len(row_train) == len(header) and lines[-1] == "note: a note"   # aligned; notes once
+
+
+def test_format_data_line():
+    d = {"dataset": "digits", "pipeline": "train", "image_size": 32, "batch_size": 64, "loader": "device-resident",
+         "img_per_s": 2000.0}
+    line = format_data(d, _fake())
+    assert "2,000 img/s" in line and "0.50x" in line and "input-bound" in line
+    assert "compute" not in format_data(d)
+    line = format_data({**d, "img_per_s": 1e6}, _fake())
+    assert line.startswith("input pipeline digits") and "250x -> compute-bound" in line
+
+
+def test_format_real_results():
+    results = [bench_model("googlenet", mode=m, **SMALL) for m in ("train", "infer")]
+    table = format_results(results)
+    assert "googlenet  train" in table and "googlenet  infer" in table and "cpu" in table.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_compile_time_is_separate():
+    r = bench_model("googlenet", mode="infer", compile=True, **SMALL)
+    assert r.compile and r.compile_s is not None and r.compile_s > 0
+    assert r.compile_s * 1000 > r.ms_per_step
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_bench_cuda(precision):
+    r = bench_model("googlenet", mode="train", batch_size=32, precision=precision, steps=5, warmup=3, device="cuda")
+    assert r.channels_last and r.peak_mem_mb > 0 and r.img_per_s > 0
+    assert r.wall_img_per_s == pytest.approx(r.img_per_s, rel=0.5)   # events agree with the wall clock
+    if known_gpu(torch.cuda.get_device_name()):
+        assert r.peak_tflops and 0 < r.mfu < 1
+
+
+@pytest.mark.slow
+def test_fp16_loss_scaling_on_cpu():
+    r = bench_model("googlenet", mode="train", precision="fp16", **SMALL)   # about 10 s: CPU fp16 kernels are slow
+    assert r.precision == "fp16" and r.img_per_s > 0
