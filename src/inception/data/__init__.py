@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ..config import DataCfg
 from ..errors import UserError
 from ..models.layers import DataConfig
+from .archive import archive_dataset, is_archive, to_memory
 from .cifar import cifar_dataset, expected_layouts, find_cifar
 from .digits import digits_dataset
 from .folder import ImageFileDataset, find_classes, folder_dataset, list_dataset, load_image, require_dir
@@ -99,7 +100,11 @@ def _open(cfg: DataCfg, split: str, transform) -> Dataset:
         return digits_dataset(_is_train_part(cfg, split), transform)
     if not cfg.data_dir:
         raise UserError(f"data.dataset '{cfg.dataset}' needs data.data_dir (--data-dir PATH)")
-    root = require_dir(Path(cfg.data_dir).expanduser(), "data directory", "set data.data_dir (--data-dir PATH)")
+    path = Path(cfg.data_dir).expanduser()
+    if cfg.dataset in ("cifar10", "cifar100") and is_archive(path):
+        fallbacks = ("test",) if split == cfg.val_split else ()
+        return archive_dataset(path, split, transform, fallbacks=fallbacks)
+    root = require_dir(path, "data directory", "set data.data_dir (--data-dir PATH)")
     fix = "create it or set data.train_split / data.val_split"
     if cfg.dataset in ("cifar10", "cifar100"):
         found = find_cifar(root, cfg.dataset)
@@ -111,7 +116,8 @@ def _open(cfg: DataCfg, split: str, transform) -> Dataset:
         if not (root / cfg.train_split).is_dir() and not split_dir.is_dir():
             raise UserError(f"no {cfg.dataset} data in '{root}': expected {expected_layouts(cfg.dataset)}, "
                             f"or class folders {root}/{split}/<class>/; set data.data_dir")
-        return folder_dataset(require_dir(split_dir, "split folder", fix), transform)
+        files = folder_dataset(require_dir(split_dir, "split folder", fix), transform)
+        return to_memory(files) or files     # CIFAR-sized images: decoded once, held in memory
     if cfg.dataset == "folder":
         return folder_dataset(require_dir(root / split, "split folder", fix), transform)
     if cfg.dataset == "list":

@@ -1,0 +1,106 @@
+"""CIFAR-style class folders read whole into memory: from a .tar.gz archive or extracted folders."""
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inception.config import DataCfg
+from inception.data import build_datasets
+from inception.data.memory import MemoryDataset
+from inception.errors import UserError
+
+from .conftest import IDENTITY, to_uint8
+
+CIFAR_JPG = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+def _write_tree(root: Path, size=(32, 32), odd: bool = False) -> dict:
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            for i in range(n):
+                arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                if odd and split == "train" and cls == "dog" and i == 0:
+                    arr = arr[:20]
+                path = root / "cifar" / split / cls / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(path)
+                pixels[(split, cls, i)] = arr
+    return pixels
+
+
+def _tar(root: Path) -> Path:
+    archive = root / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "cifar", arcname="cifar")
+    return archive
+
+
+def test_archive_is_read_into_memory_with_exact_pixels(tmp_path):
+    pixels = _write_tree(tmp_path)
+    archive = _tar(tmp_path)
+    train, val = build_datasets(DataCfg(dataset="cifar10", data_dir=str(archive), augment="none"), IDENTITY)
+    assert isinstance(train, MemoryDataset) and isinstance(val, MemoryDataset)
+    assert train.classes == val.classes == ["cat", "dog"] and len(train) == 6 and len(val) == 4  # val falls back to test
+    assert train.images.shape == (6, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert torch.equal(train.images[0], torch.from_numpy(pixels[("train", "cat", 0)]).permute(2, 0, 1))
+    image, label = val[3]
+    assert label == 1 and torch.equal(to_uint8(image), torch.from_numpy(pixels[("test", "dog", 1)]).permute(2, 0, 1))
+
+
+def test_extracted_cifar_folders_are_held_in_memory(tmp_path):
+    _write_tree(tmp_path)
+    train, val = build_datasets(DataCfg(dataset="cifar10", data_dir=str(tmp_path / "cifar")), IDENTITY)
+    assert isinstance(train, MemoryDataset) and len(val) == 4
+
+
+def test_mixed_sizes(tmp_path):
+    _write_tree(tmp_path, odd=True)
+    archive = _tar(tmp_path)
+    with pytest.raises(UserError, match="different sizes.*use --dataset folder"):
+        build_datasets(DataCfg(dataset="cifar10", data_dir=str(archive)), IDENTITY)
+    # extracted folders of mixed sizes stay a per-file dataset
+    train, _ = build_datasets(DataCfg(dataset="cifar10", data_dir=str(tmp_path / "cifar"), augment="none"), IDENTITY)
+    assert not isinstance(train, MemoryDataset) and len(train) == 6
+
+
+def test_bad_archives(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(UserError, match="cannot be read"):
+        build_datasets(DataCfg(dataset="cifar10", data_dir=str(bad)), IDENTITY)
+    _write_tree(tmp_path)
+    with tarfile.open(tmp_path / "only.tar", "w") as tar:
+        tar.add(tmp_path / "cifar" / "test", arcname="x/test")
+    with pytest.raises(UserError, match="no split 'train' \\(found: test\\)"):
+        build_datasets(DataCfg(dataset="cifar10", data_dir=str(tmp_path / "only.tar")), IDENTITY)
+
+
+@pytest.mark.slow
+def test_real_cifar10_archive():
+    if not CIFAR_JPG.is_file():
+        pytest.skip(f"{CIFAR_JPG} is not present")
+    train, val = build_datasets(DataCfg(dataset="cifar10", data_dir=str(CIFAR_JPG)), IDENTITY)
+    assert (len(train), len(val)) == (50000, 10000) and train.images.shape[1:] == (3, 32, 32)
+    assert train.classes[0] == "airplane" and train.classes[-1] == "truck"
+    assert torch.bincount(train.labels).tolist() == [5000] * 10
+
+
+def test_training_reads_the_archive_device_resident(tmp_path):
+    from inception.config import load_config
+    from inception.engine.trainer import train, use_device_resident
+
+    _write_tree(tmp_path)
+    archive = _tar(tmp_path)
+    cfg = load_config(None, {"data.dataset": "cifar10", "data.data_dir": str(archive), "model.name": "googlenet_cifar",
+                             "data.image_size": 8, "train.epochs": 1, "train.batch_size": 4, "optim.lr": 0.01,
+                             "train.output_dir": str(tmp_path / "run")})
+    train_set, _ = build_datasets(cfg.data, IDENTITY)
+    assert use_device_resident(train_set, cfg, 8)
+    result = train(cfg, progress=False)
+    assert result.last_metrics["val_count"] == 4
