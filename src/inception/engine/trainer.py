@@ -187,23 +187,19 @@ def use_device_resident(dataset, cfg: Config, image_size: int | None = None) -> 
     return cfg.data.device_resident
 
 
-def _set_epoch(loader, epoch: int) -> None:
-    target = getattr(loader, "sampler", None) if not hasattr(loader, "set_epoch") else loader
-    if target is not None and hasattr(target, "set_epoch"):
-        target.set_epoch(epoch)
-
-
 def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: bool | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``; return where the run went and how it ended.
 
     With ``resume`` (a checkpoint or run directory), model, optimizer, scheduler, epoch and
     step are restored from it; build ``cfg`` with :func:`resume_config` to continue the
     same run. Under torchrun, each process trains on its shard of every batch (DDP)."""
+    owns_group = not dist_utils.is_initialized()
     info, device = dist_utils.init_distributed(resolve_device(cfg.train.device))
     try:
         return _train(cfg, resume=resume, progress=progress, info=info, device=device)
     finally:
-        dist_utils.cleanup()
+        if owns_group:            # leave a process group the caller set up alone
+            dist_utils.cleanup()
 
 
 def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
@@ -317,11 +313,12 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
         for epoch in range(start_epoch, cfg.train.epochs):
             model.train()
             skip = start_step if epoch == start_epoch else 0
-            _set_epoch(train_loader, epoch)              # the data order is a function of (seed, epoch)
-            if hasattr(train_loader, "set_epoch"):        # device-resident: skips without computing
+            # The data order is a function of (seed, epoch); a resumed epoch skips the batches already seen.
+            if hasattr(train_loader, "set_epoch"):        # device-resident: skips without computing them
                 train_loader.set_epoch(epoch, start_batch=skip)
                 batches = iter(train_loader)
             else:
+                train_loader.sampler.set_epoch(epoch)
                 batches = itertools.islice(iter(train_loader), skip, None)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip, disable=not progress, dynamic_ncols=True,
                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False)
