@@ -5,7 +5,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from inception.cli import main

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 
 from ..config import Config, apply
 from ..data import build_eval_dataset, build_loader

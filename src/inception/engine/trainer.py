@@ -127,17 +127,6 @@ def resume_config(resume: str | os.PathLike, overrides: dict | None = None) -> C
     return cfg
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain model under DDP and torch.compile wrappers."""
-    while True:
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def _train_loader(train_set, cfg: Config, info: dist_utils.DistInfo, device: torch.device, channels_last: bool,
                   image_size: int):
     """Device-resident batches for in-memory datasets (no DataLoader), else a DataLoader over a
@@ -253,7 +242,7 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                             "set train.sync_bn: false on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    raw_model = model
+    raw_model = model          # the plain module: DDP and torch.compile wrap `model` below
 
     train_loader = _train_loader(train_set, cfg, info, device, channels_last, image_size)
     val_loader = _val_loader(val_set, cfg, info, device, channels_last, image_size)
@@ -302,7 +291,7 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
         def save(epoch: int, epoch_step: int, best: bool = False) -> None:
             if not main:
                 return
-            state = checkpoint_state(cfg=cfg, model=_unwrap(raw_model), optimizer=optimizer, scheduler=scheduler,
+            state = checkpoint_state(cfg=cfg, model=raw_model, optimizer=optimizer, scheduler=scheduler,
                                      class_names=class_names, epoch=epoch, epoch_step=epoch_step,
                                      global_step=global_step, best_top1=best_top1, metrics=last_metrics,
                                      scaler=precision.state_dict())

@@ -26,6 +26,7 @@ register_model("inception_resnet_v2", InceptionResNetV2, "Inception-ResNet-v2")
 
 __all__ = [
     "AuxOutputs", "DataConfig", "GoogLeNet", "InceptionBase", "InceptionResNetV2", "InceptionV3",
-    "InceptionV4", "ModelInfo", "count_macs", "count_params", "create_model", "get_model_info",
-    "list_models", "load_pretrained", "model_options", "model_summary", "register_model",
+    "InceptionV4", "ModelInfo", "apply_weights", "count_macs", "count_params", "create_model", "get_model_info",
+    "list_models", "load_pretrained", "model_options", "model_summary", "read_weights", "register_model",
+    "weights_data_config",
 ]
