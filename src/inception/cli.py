@@ -155,27 +155,122 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    if args.batch_size is not None and args.dynamic_batch:
+        raise UserError("give --batch-size N (a fixed batch) or --dynamic-batch, not both")
+    r = export_checkpoint(args.checkpoint, fmt=args.format, output=args.output, batch_size=args.batch_size,
+                          opset=args.opset, image_size=args.image_size, check=not args.no_check,
+                          tolerance=args.tolerance, int8=args.int8, calibration_data=args.calibration_data,
+                          calibration_size=args.calibration_size, holdout_size=args.holdout_size,
+                          reduce_range=args.reduce_range, per_channel=args.per_channel,
+                          max_int8_drop=args.max_int8_drop, workers=args.workers)
+    m = r.metadata
+    print(f"wrote {r.path} ({r.format}{', int8' if args.int8 else ''}, {m['model']}, {m['image_size']}x"
+          f"{m['image_size']}, batch {m['batch_size'] or 'dynamic'}, {m['num_classes']} classes)")
+    if r.sidecar:
+        print(f"metadata: {r.sidecar}")
+    if r.parity:
+        print(r.parity.line())
+    if r.int8:
+        q = r.int8
+        if q.get("labelled"):
+            print(f"int8 on {q['labelled']} held-out images: top-1 {q['int8_top1']:.2f}% vs fp32 {q['fp32_top1']:.2f}% "
+                  f"({q['delta']:+.2f} points), top-1 agreement {q['top1_agreement']:.1f}%")
+        else:
+            print(f"int8 on {q['images']} held-out images (no labels): top-1 agreement with fp32 "
+                  f"{q['top1_agreement']:.1f}%")
+    for note in r.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .infer import accuracy_lines, load_predictor, run_inference, write_predictions
+
+    predictor = load_predictor(args.model, runtime=args.runtime, device=args.device, threads=args.threads)
+    logging.getLogger("inception").info("model %s", predictor.describe())
+    r = run_inference(predictor, args.input, batch_size=args.batch_size, topk=args.topk, workers=args.workers,
+                      root=args.root, progress=sys.stderr.isatty())
+    if args.output:
+        write_predictions(r, args.output, model=str(args.model))
+    elif len(r.predictions) <= args.show:
+        for p in r.predictions:
+            top = ", ".join(f"{c} {100 * q:.1f}%" for c, q in p["topk"])
+            print(f"{p['path']}: {top}")
+    print(f"predicted {r.images} images in {r.seconds:.1f} s ({r.img_per_s:,.1f} img/s, {predictor.describe()})"
+          + (f"; wrote {args.output}" if args.output else ""))
+    if r.skipped:
+        print(f"skipped {len(r.skipped)} file(s) that could not be read as images:")
+        for item in r.skipped[:20]:
+            print(f"  {item['path']}")
+        if len(r.skipped) > 20:
+            print(f"  ... and {len(r.skipped) - 20} more" + (f" (all listed in {args.output})"
+                                                              if args.output and args.output.endswith(".json") else ""))
+    for line in accuracy_lines(r.metrics):
+        print(line)
+    if args.json:
+        import json
+
+        from .utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({**r.metrics, "img_per_s": r.img_per_s, "model": str(args.model),
+                                                 "skipped_files": r.skipped}, indent=2) + "\n")
+    return 0
+
+
+def cmd_bench_runtimes(args: argparse.Namespace) -> int:
+    from .bench import bench_runtimes, format_runtime_results, parse_model_options
+
+    results = bench_runtimes(args.models, runtimes=args.runtime or ["torch", "onnxruntime"],
+                             batch_sizes=args.batch_size or [1, 32], image_size=args.image_size,
+                             steps=args.steps, warmup=args.warmup,
+                             device="cpu" if args.device == "auto" else args.device, threads=args.threads,
+                             num_classes=args.num_classes, model_options=parse_model_options(args.option))
+    print(format_runtime_results(results))
+    if args.json:
+        import json
+
+        from .utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"runtimes": [r.to_dict() for r in results]}, indent=2) + "\n")
+    return 0
+
+
+def _is_model_file(name: str) -> bool:
+    return Path(name).is_file() or name.endswith((".onnx", ".pt2", ".safetensors", ".pt", ".pth"))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_data, bench_model, format_data, format_results, parse_model_options
     from .models import list_models
 
+    if args.runtime or any(_is_model_file(m) for m in args.models):
+        if args.data_dir or args.dataset or args.mode not in ("both", "infer") or args.precision != "fp32" \
+                or args.compile:
+            raise UserError("--runtime compares inference runtimes in fp32 on synthetic data; drop --mode train, "
+                            "--precision, --compile and --data-dir, or run them as a separate bench")
+        return cmd_bench_runtimes(args)
     models = list_models() if args.models == ["all"] else args.models
     modes = ["train", "infer"] if args.mode == "both" else [args.mode]
     options = parse_model_options(args.option)
     results, data = [], []
     for name in models:
         for mode in modes:
-            if args.data_dir or args.dataset:   # the pipeline this mode consumes; first, so a bad path fails fast
-                data.append(bench_data(args.data_dir, dataset=args.dataset, model_name=name, model_options=options,
-                                       image_size=args.image_size, pipeline="train" if mode == "train" else "eval",
-                                       batch_size=args.batch_size, workers=args.workers,
-                                       device_resident=args.device_resident, steps=args.data_steps,
-                                       device=args.device, channels_last=args.channels_last))
-            results.append(bench_model(name, mode=mode, batch_size=args.batch_size, image_size=args.image_size,
-                                       precision=args.precision, compile=args.compile, device=args.device,
-                                       channels_last=args.channels_last, steps=args.steps, warmup=args.warmup,
-                                       num_classes=args.num_classes, peak_tflops=args.peak_tflops,
-                                       model_options=options))
+            for batch in args.batch_size or [64]:
+                if args.data_dir or args.dataset:   # the pipeline this mode consumes; first: a bad path fails fast
+                    data.append(bench_data(args.data_dir, dataset=args.dataset, model_name=name,
+                                           model_options=options, image_size=args.image_size,
+                                           pipeline="train" if mode == "train" else "eval", batch_size=batch,
+                                           workers=args.workers, device_resident=args.device_resident,
+                                           steps=args.data_steps, device=args.device,
+                                           channels_last=args.channels_last))
+                results.append(bench_model(name, mode=mode, batch_size=batch, image_size=args.image_size,
+                                           precision=args.precision, compile=args.compile, device=args.device,
+                                           channels_last=args.channels_last, steps=args.steps, warmup=args.warmup,
+                                           num_classes=args.num_classes, peak_tflops=args.peak_tflops,
+                                           model_options=options))
     print(format_results(results))
     for d, r in zip(data, results):
         print(format_data(d, r))
@@ -234,16 +329,86 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or INT8), TorchScript, ExportedProgram or "
+                                      "safetensors, and check it against PyTorch", formatter_class=fmt,
+                       description="Export a checkpoint for deployment. The file carries the class names and the "
+                                   "eval preprocessing (input size, mean/std, interpolation, crop): ONNX in its "
+                                   "metadata_props, the other formats in a sidecar <file>.json. The exported model is "
+                                   "then run next to the PyTorch model on the same inputs; the max abs difference "
+                                   "and top-1 agreement are printed, and an export beyond tolerance is rejected.")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT|RUN_DIR", help="checkpoint file or run directory")
+    p.add_argument("--format", choices=["onnx", "torchscript", "exported-program", "safetensors"], default="onnx",
+                   help="onnx (ONNX Runtime, TensorRT...), torchscript (.torchscript.pt), exported-program (.pt2, "
+                        "torch.export), safetensors (plain weights)")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="default: RUN/export/<model>[-int8].<ext> (beside the checkpoint outside a run)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="a fixed batch size (default: dynamic)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (the default)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18-23 (default: 18)")
+    p.add_argument("--image-size", type=int, default=None, help="input side (default: the training resolution)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max abs logit difference allowed (default: 1e-4 x max(1, max |logit|))")
+    p.add_argument("--int8", action="store_true",
+                   help="ONNX Runtime static INT8 quantization (QDQ), calibrated on --calibration-data")
+    p.add_argument("--calibration-data", default=None, metavar="PATH",
+                   help="images to calibrate on: a dataset folder (class sub-folders), an image folder or a list file")
+    p.add_argument("--calibration-size", type=int, default=300, help="images used for calibration")
+    p.add_argument("--holdout-size", type=int, default=500,
+                   help="further images of the calibration data on which the accuracy change is measured")
+    p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                   help="7-bit weights: avoids int16 saturation on x86 CPUs without VNNI")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="one weight scale per output channel")
+    p.add_argument("--max-int8-drop", type=float, default=2.0,
+                   help="reject the INT8 model when held-out top-1 drops by more points than this")
+    p.add_argument("--workers", type=int, default=None, help="image decoding workers for calibration")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("infer", help="predict images with an exported model (ONNX Runtime) or a checkpoint (PyTorch)",
+                       formatter_class=fmt,
+                       description="Predict an image, a folder of images, a dataset folder with class sub-folders or "
+                                   "a list file. Preprocessing comes from the model's metadata. Files that cannot be "
+                                   "read as images are reported and skipped. When labels are known (class folders, "
+                                   "list files) prints top1_correct=..., tot=..., acc=...% and top-5.")
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help=".onnx (fp32 or int8), a checkpoint or run directory, .torchscript.pt, .pt2 or .safetensors")
+    p.add_argument("--input", required=True, metavar="PATH", help="image, folder, dataset folder or list file")
+    p.add_argument("--output", default=None, metavar="FILE.csv|FILE.json",
+                   help="write predictions (path, label, top-k classes and probabilities)")
+    p.add_argument("--topk", type=int, default=5, help="classes per prediction")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--runtime", choices=["auto", "onnxruntime", "torch"], default="auto",
+                   help="auto: ONNX Runtime for .onnx, PyTorch for the rest")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda (ONNX Runtime: also tensorrt; PyTorch: also cuda:N, mps)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the usable cores)")
+    p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: min(4, cores))")
+    p.add_argument("--root", default=None, help="list files: folder the paths are relative to "
+                                                "(default: the list file's folder)")
+    p.add_argument("--show", type=int, default=20, help="without --output, print predictions when at most this many")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the accuracy figures to this JSON file")
+    p.set_defaults(func=cmd_infer)
+
     p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU) and of the input pipeline",
                        formatter_class=fmt,
                        description="Time training steps and inference of models on synthetic data already on the "
                                    "device: medians over timed steps, warmup and compilation excluded. With --data-dir "
                                    "or --dataset, also time the real input pipeline and say whether training would "
-                                   "be input-bound or compute-bound.")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="model names (see `inception models`), or all")
+                                   "be input-bound or compute-bound. With --runtime (or model files), compare "
+                                   "inference runtimes side by side: img/s and latency per batch size, interleaved "
+                                   "rounds, ratios against the first.")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="model names (see `inception models`), or all; with --runtime also exported model files")
     p.add_argument("--mode", choices=["train", "infer", "both"], default="both",
                    help="train: forward, loss, backward, SGD step; infer: eval-mode forward")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step")
+    p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
+                   help="images per step, one or more (default: 64; with --runtime: 1 32)")
+    p.add_argument("--runtime", nargs="+", choices=["torch", "onnxruntime"], default=None,
+                   help="compare inference runtimes side by side: PyTorch eager fp32 and ONNX Runtime (the model "
+                        "exported, BatchNorm folded); the first is the baseline of the ratios")
+    p.add_argument("--threads", type=int, default=None, help="--runtime: CPU threads for every runtime "
+                                                             "(default: the usable cores)")
     p.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")

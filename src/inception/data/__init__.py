@@ -28,7 +28,7 @@ from .loader import build_loader
 from .transforms import eval_transform, train_transform
 
 __all__ = ["DeviceLoader", "transform_arguments", "build_datasets", "build_eval_dataset", "build_loader", "train_transform", "eval_transform",
-           "load_image", "image_size", "augment_preset", "hflip_enabled"]
+           "load_image", "image_size", "augment_preset", "hflip_enabled", "eval_preprocessing"]
 
 _CIFAR_STYLE = ("digits", "cifar10", "cifar100")
 
@@ -56,12 +56,25 @@ def _train_tf(cfg: DataCfg, dc: DataConfig):
                            color_jitter=cfg.color_jitter, crop_scale=cfg.crop_scale, crop_padding=cfg.crop_padding)
 
 
-def _eval_tf(cfg: DataCfg, dc: DataConfig):
-    # The cifar preset trains on whole images at `size` (pad + crop keeps the scale), so
-    # evaluation sees whole images too; the model's crop fraction applies to imagenet-style data.
+def eval_preprocessing(cfg: DataCfg, dc: DataConfig) -> dict:
+    """The eval preprocessing of a model trained with ``cfg``, as plain values (what an
+    exported model's metadata carries): resize the short side to ``resize_size`` with
+    ``interpolation``, center-crop ``image_size``, scale to [0, 1], normalize with mean/std.
+
+    The cifar preset trains on whole images at ``image_size`` (pad + crop keeps the scale),
+    so evaluation sees whole images too (``crop_pct`` 1.0); the model's crop fraction
+    applies to imagenet-style data.
+    """
+    size = image_size(cfg, dc)
     crop_pct = 1.0 if augment_preset(cfg) == "cifar" else dc.crop_pct
-    return eval_transform(size=image_size(cfg, dc), mean=dc.mean, std=dc.std,
-                          interpolation=dc.interpolation, crop_pct=crop_pct)
+    return {"image_size": size, "crop_pct": crop_pct, "resize_size": int(size / crop_pct),
+            "interpolation": dc.interpolation, "mean": list(dc.mean), "std": list(dc.std)}
+
+
+def _eval_tf(cfg: DataCfg, dc: DataConfig):
+    pre = eval_preprocessing(cfg, dc)
+    return eval_transform(size=pre["image_size"], mean=pre["mean"], std=pre["std"],
+                          interpolation=pre["interpolation"], crop_pct=pre["crop_pct"])
 
 
 def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Dataset]:

@@ -14,6 +14,17 @@ from .checkpoint import load_checkpoint, resolve_checkpoint
 from .metrics import evaluate
 
 
+def restore_model(checkpoint: str | Path) -> tuple:
+    """``(model, checkpoint dict, Config, path)`` for a checkpoint file or run directory:
+    the model rebuilt with its options and weights (and data config), on the CPU, in eval mode."""
+    path = resolve_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path)
+    cfg = apply(Config(), ckpt["config"], f" in {path}")
+    model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_options", {}))
+    apply_weights(model, ckpt["model"], ckpt, path=path)
+    return model.eval(), ckpt, cfg, path
+
+
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, dataset: str | None = None,
                         split: str | None = None, batch_size: int | None = None, device: str = "auto",
                         workers: int | None = None, json_path: str | Path | None = None,
@@ -21,9 +32,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     """Evaluate ``checkpoint`` (a file or a run directory) on the data it was trained on,
     or on ``data_dir`` / ``dataset`` / ``split`` when given. Labels follow the checkpoint's
     class names, so any folder with the same classes (or a subset) can be used."""
-    path = resolve_checkpoint(checkpoint)
-    ckpt = load_checkpoint(path)
-    cfg = apply(Config(), ckpt["config"], f" in {path}")
+    model, ckpt, cfg, path = restore_model(checkpoint)
     if dataset:
         apply(cfg, {"data": {"dataset": dataset}}, " (command line)")
     if data_dir:
@@ -31,9 +40,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     if workers is not None:
         apply(cfg, {"data": {"workers": workers}}, " (command line)")
     dev = resolve_device(device)
-
-    model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_options", {}))
-    apply_weights(model, ckpt["model"], ckpt, path=path)
     model.to(dev)
     ds = build_eval_dataset(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"])
     loader = build_loader(ds, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers,
