@@ -24,3 +24,47 @@ def randomize_batchnorm(model: torch.nn.Module) -> None:
 # Smallest comfortable test input per model (v3/v4/irv2 need 75x75).
 SMALL_SIZE = {"googlenet": 64, "googlenet_cifar": 32, "inception_v3": 75, "inception_v4": 75,
               "inception_resnet_v2": 75}
+
+
+def make_checkpoint(path, arch: str = "googlenet", *, size: int = 32, classes=None, dataset: str = "folder",
+                    seed: int = 0, **model_options):
+    """Write a checkpoint in the trainer's format for a freshly initialised model (random
+    BatchNorm statistics) and return ``(path, model)``."""
+    from inception.config import Config
+    from inception.models import create_model
+    from inception.models.pretrained import CHECKPOINT_FORMAT
+
+    classes = list(classes or [f"class{i}" for i in range(5)])
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=len(classes), **model_options).eval()
+    randomize_batchnorm(model)
+    cfg = Config()
+    cfg.model.name = arch
+    cfg.model.options = dict(model_options)
+    cfg.data.dataset = dataset
+    cfg.data.image_size = size
+    state = {"format": CHECKPOINT_FORMAT, "version": 1, "arch": arch, "model_class": type(model).__name__,
+             "model_options": dict(model_options), "num_classes": len(classes), "class_names": classes,
+             "data_config": model.data_config.to_dict(), "image_size": size, "model": model.state_dict(),
+             "epoch": 3, "global_step": 30, "metrics": {"val_top1": 50.0}, "config": cfg.to_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path, model
+
+
+def write_images(root, counts: dict, *, size: int = 40, seed: int = 0) -> list:
+    """``counts = {"class0": 3, ...}``: random RGB JPEGs in ``root/<class>/``; returns the paths."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name, n in counts.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
+            p = d / f"{i}.jpg"
+            Image.fromarray(pixels).save(p, quality=90)
+            paths.append(p)
+    return paths

@@ -44,7 +44,7 @@ from torch import nn
 
 from .errors import UserError
 from .infer import (INPUT_NAME, METADATA_FILE, OUTPUT_NAME, Predictor, image_batches, load_predictor,
-                    model_metadata, resolve_inputs, sidecar_path, softmax)
+                    model_metadata, resolve_inputs, sidecar_path)
 from .utils import atomic_write_text
 
 log = logging.getLogger("inception")
