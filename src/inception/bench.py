@@ -612,6 +612,7 @@ def format_results(results: Sequence[BenchResult], notes: bool = True) -> str:
 # Inference runtimes (deployment)
 
 RUNTIMES = ("torch", "onnxruntime")
+SETTLE_S = 0.05   # pause before each timed inference call (see bench_runtimes)
 
 
 @dataclass
@@ -681,8 +682,11 @@ def bench_runtimes(targets: Sequence[str], *, runtimes: Sequence[str] = RUNTIMES
 
     To be fair on a shared, noisy machine the runs are interleaved: after ``warmup``
     batches each, every timed round runs one batch on each model in turn, so drift in the
-    machine's speed hits all of them alike. Figures are medians over ``steps`` rounds, and
-    ``ratio`` is against the first model/runtime at the same batch size.
+    machine's speed hits all of them alike. ONNX Runtime keeps its deployment settings (its
+    pool threads spin-wait briefly after a call, which cuts latency); a pause of
+    ``SETTLE_S`` before each timed call lets them go idle, so they never steal the cores
+    from the next model timed. Figures are medians over ``steps`` rounds, and ``ratio`` is
+    against the first model/runtime at the same batch size.
     """
     from .infer import default_threads
 
@@ -718,6 +722,7 @@ def bench_runtimes(targets: Sequence[str], *, runtimes: Sequence[str] = RUNTIMES
             for _ in range(steps):
                 for k, (_, _, p) in enumerate(entries):
                     x = inputs[p.image_size]
+                    time.sleep(SETTLE_S)
                     start = time.perf_counter()
                     p(x)
                     times[k].append(1000 * (time.perf_counter() - start))

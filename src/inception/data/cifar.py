@@ -71,9 +71,10 @@ def _read_binary(path: Path, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     label_bytes = 1 if dataset == "cifar10" else 2  # cifar100: coarse, fine
     record = label_bytes + PIXELS
     size = path.stat().st_size
-    if size == 0 or size % record:
-        raise UserError(f"CIFAR file '{path}' is truncated: {size} bytes is {size // record} records of "
-                        f"{record} bytes plus {size % record} bytes; extract the archive again")
+    whole, rest = divmod(size, record)
+    if size == 0 or rest:
+        raise UserError(f"CIFAR file '{path}' is truncated: record {whole + 1} is incomplete ({rest} of {record} "
+                        f"bytes, at byte {whole * record}); extract the archive again")
     data = np.fromfile(path, dtype=np.uint8).reshape(-1, record)
     images = torch.from_numpy(data[:, label_bytes:].copy()).reshape(-1, 3, 32, 32)
     labels = torch.from_numpy(data[:, label_bytes - 1].astype(np.int64))
