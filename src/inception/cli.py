@@ -115,13 +115,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg.train.sync_bn and resolve_device(cfg.train.device).type != "cuda":
             raise UserError("train.sync_bn needs CUDA devices (PyTorch synchronises BatchNorm only on GPUs); "
                             "set train.sync_bn: false on CPU")
-        return launch_torchrun(nproc, _without_flag(args.argv, "--nproc"))
+        argv = _without_flag(_without_flag(args.argv, "--nproc"), "--max-restarts")
+        return launch_torchrun(nproc, argv, max_restarts=getattr(args, "max_restarts", 0) or 0)
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, auto_resume=not args.no_resume)
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint in "
+              f"{result.run_dir / 'checkpoints'}; run the same command to continue", file=sys.stderr)
+        return result.exit_code
     if os.environ.get("RANK", "0") not in ("", "0"):
         return 0
     m = result.last_metrics
@@ -314,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="data-parallel training on N devices of this node: starts torchrun with N processes "
                         "(for several nodes, run torchrun yourself; see the README)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start from scratch even if --output-dir already holds checkpoints (by default the run "
+                        "continues from its newest good checkpoint)")
+    p.add_argument("--max-restarts", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="with --nproc: torchrun restarts the processes up to N times when one dies; they resume "
+                        "from the newest checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)

@@ -56,6 +56,9 @@ class DataCfg:
     crop_scale: list[float] = _f([0.08, 1.0], "RandomResizedCrop area range")
     crop_padding: int = _f(4, "cifar augmentation: zero padding before the random crop", ge=0)
     workers: int = _f(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+    bad_image: Literal["skip", "error"] = _f(
+        "skip", "an image that cannot be decoded (corrupt, empty, not an image, too large): skip it (counted, "
+        "logged and listed in skipped_images.txt) or stop with an error naming it")
     device_resident: bool | None = _f(
         None, "hold an in-memory dataset (digits, CIFAR files) on the device as uint8 and augment it there in "
         "batches, with no DataLoader; default: on for those datasets with the cifar or none preset")
@@ -107,6 +110,8 @@ class TrainCfg:
     channels_last: bool | None = _f(None, "NHWC memory format; default: on for CUDA")
     compile: bool = _f(False, "torch.compile the model")
     sync_bn: bool = _f(False, "distributed: synchronise BatchNorm statistics across processes")
+    max_bad_steps: int = _f(
+        10, "stop after this many consecutive steps with a NaN/Inf loss (each one is skipped, not applied)", ge=1)
 
 
 @dataclass

@@ -73,7 +73,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         save_file(_state(2), path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
-    assert os.listdir(tmp_path) == ["ck.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "ck.pt.sha256"]
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):

@@ -41,10 +41,20 @@ def load_image(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore")  # e.g. palette transparency, EXIF noise
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
+            elif im.mode.startswith("I"):   # 16/32-bit grayscale: keep the top 8 bits, not clip at 255
+                im = _to_8bit(im)
             return im.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"cannot read image '{path}' ({reason}); replace or delete the file") from None
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    import numpy as np
+
+    a = np.asarray(im, dtype=np.uint32 if im.mode == "I" else np.uint16).astype(np.float64)
+    top = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
+    return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
 class ImageFileDataset(Dataset):

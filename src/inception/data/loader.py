@@ -20,7 +20,8 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int,
-                 device: torch.device, drop_last: bool | None = None, sampler: Sampler | None = None) -> DataLoader:
+                 device: torch.device, drop_last: bool | None = None, sampler: Sampler | None = None,
+                 collate_fn=None) -> DataLoader:
     """Shuffled (by a generator seeded with ``seed``) and dropping the last partial batch
     when ``train``; pinned memory for CUDA; persistent workers when ``workers > 0``.
 
@@ -41,4 +42,5 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate_fn,
     )

@@ -66,9 +66,12 @@ class StaticLossScaler:
 
 
 class Precision:
-    """Autocast and loss scaling for one of ``fp32``, ``bf16``, ``fp16``."""
+    """Autocast and loss scaling for one of ``fp32``, ``bf16``, ``fp16``.
 
-    def __init__(self, precision: str, device: torch.device, loss_scale: float | None = None) -> None:
+    ``guard=True`` (the trainer) also skips fp32/bf16 steps whose gradients are not finite."""
+
+    def __init__(self, precision: str, device: torch.device, loss_scale: float | None = None, *,
+                 guard: bool = False) -> None:
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
         self.precision = precision
@@ -77,6 +80,12 @@ class Precision:
         self.scaler: torch.amp.GradScaler | StaticLossScaler | None = None
         if precision == "fp16":
             self.scaler = StaticLossScaler(loss_scale) if loss_scale else torch.amp.GradScaler(device.type)
+        elif guard:
+            # fp32/bf16: a scale of exactly 1 (so the arithmetic is unchanged) that still finds
+            # non-finite gradients and skips that step. On CUDA GradScaler hands the check to
+            # the fused optimizer (no host sync); elsewhere one sync per step is cheap.
+            self.scaler = (torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
+                           if device.type == "cuda" else StaticLossScaler(1.0))
 
     def autocast(self):
         if self.dtype is None:

@@ -9,10 +9,18 @@ Layout of a run directory's ``checkpoints/``::
 ``last.pt`` and ``best.pt`` are hard links to periodic files where the file system allows
 (no extra space, no second write), else copies; every name is swapped in with
 ``os.replace``, so a crash at any moment leaves the previous file intact.
+
+Every checkpoint has a ``<name>.sha256`` beside it, written once the checkpoint is in
+place. :func:`load_latest` (auto-resume) walks the checkpoints newest first and skips, with
+a warning, any whose checksum does not match or that cannot be read, so a checkpoint
+damaged after it was written (a truncated copy, a bad disk) costs only the steps since
+the previous one. Temp files left by a write that was killed are removed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 import shutil
@@ -22,21 +30,55 @@ import torch
 
 from ..errors import CheckpointError
 from ..models.pretrained import CHECKPOINT_FORMAT
-from ..utils import atomic_write
+from ..utils import atomic_write, atomic_write_text
+
+log = logging.getLogger("inception")
 
 _PERIODIC = re.compile(r"^step_(\d+)\.pt$")
 
 
-def save_file(state: dict, path: str | Path) -> None:
-    """``torch.save`` to a temp file, fsync, rename."""
+def checksum_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_file(state: dict, path: str | Path) -> str:
+    """``torch.save`` to a temp file, fsync, rename; then its SHA-256 beside it. Returns the digest."""
     atomic_write(path, lambda f: torch.save(state, f))
+    digest = sha256_file(path)
+    atomic_write_text(checksum_path(path), digest + "\n")
+    return digest
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by this project (``weights_only=True``)."""
+def verify_checksum(path: str | Path) -> bool | None:
+    """True when ``path`` matches its ``.sha256``, False when not, None without one."""
+    side = checksum_path(path)
+    if not side.is_file():
+        return None
+    try:
+        expected = side.read_text().split()[0]
+    except (OSError, IndexError):
+        return False
+    return sha256_file(path) == expected
+
+
+def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict:
+    """Load a checkpoint written by this project (``weights_only=True``), checking its
+    SHA-256 when it has one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; check the path")
+    if verify and verify_checksum(path) is False:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt (its SHA-256 does not match {checksum_path(path).name}); "
+                              "use an earlier checkpoint of the run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -61,13 +103,38 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _link(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    for a, b in ((src, dst), (checksum_path(src), checksum_path(dst))):
+        if not a.exists():
+            continue
+        tmp = b.with_name(f".{b.name}.link")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(a, tmp)
+        except OSError:
+            shutil.copyfile(a, tmp)
+        os.replace(tmp, b)
+
+
+def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
+    """A run's checkpoints, newest first: periodic ones by step, then ``last.pt``."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    periodic = sorted((p for p in d.iterdir() if _PERIODIC.match(p.name)),
+                      key=lambda p: -int(_PERIODIC.match(p.name).group(1)))
+    last = d / "last.pt"
+    return periodic + ([last] if last.is_file() else [])
+
+
+def load_latest(run_dir: str | Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint of ``run_dir`` that passes its checksum and loads, with a
+    warning for each one skipped; None when the run has no usable checkpoint."""
+    for path in checkpoint_candidates(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            log.warning("%s; trying the previous checkpoint", e)
+    return None
 
 
 class CheckpointManager:
@@ -77,6 +144,8 @@ class CheckpointManager:
         self.dir = Path(run_dir) / "checkpoints"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keep_max = keep_max
+        for stale in self.dir.glob(".*.tmp"):   # a write killed half-way
+            stale.unlink(missing_ok=True)
 
     def periodic(self) -> list[Path]:
         files = [p for p in self.dir.iterdir() if _PERIODIC.match(p.name)]
@@ -90,4 +159,5 @@ class CheckpointManager:
             _link(path, self.dir / "best.pt")
         for old in self.periodic()[:-self.keep_max]:
             old.unlink(missing_ok=True)
+            checksum_path(old).unlink(missing_ok=True)
         return path

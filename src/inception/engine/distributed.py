@@ -86,14 +86,25 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(buf, src)
 
 
+def gather_objects(items: list) -> list:
+    """Every process's ``items`` concatenated (rank order), on every process."""
+    if not is_enabled():
+        return list(items)
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
 def barrier() -> None:
     if is_enabled():
         dist.barrier()
 
 
-def launch_torchrun(nproc: int, argv: list[str]) -> int:
-    """Run ``inception <argv>`` under torchrun with ``nproc`` processes on this node."""
+def launch_torchrun(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
+    """Run ``inception <argv>`` under torchrun with ``nproc`` processes on this node; with
+    ``max_restarts``, torchrun restarts all of them when one dies (they resume from the run's
+    newest checkpoint)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "inception", *argv]
+           f"--max-restarts={max_restarts}", "-m", "inception", *argv]
     print("launching: " + " ".join(cmd[1:]), file=sys.stderr)
     return subprocess.call(cmd)

@@ -36,7 +36,10 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Mo
     c5 = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     start = time.perf_counter()
-    for images, target in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        images, target = batch[0], batch[1]      # a third item lists skipped unreadable images
+        if images is None:
+            continue
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         logits = model(images)

@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
+import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
@@ -28,11 +32,12 @@ from ..models import AuxOutputs, create_model, read_weights, weights_data_config
 from ..models.pretrained import CHECKPOINT_FORMAT
 from ..utils import resolve_device, seed_everything
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+
+from ..data.sampling import EpochSampler, SeededSamples, collate_skipping
 
 from . import distributed as dist_utils
 from .amp import Precision
-from .checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
+from .checkpoint import CheckpointManager, load_checkpoint, load_latest, resolve_checkpoint
 from .metrics import MetricsLog, ShardSampler, evaluate, topk_correct
 from .optim import build_optimizer, build_scheduler
 
@@ -47,6 +52,74 @@ class TrainResult:
     best_top1: float
     last_metrics: dict
     losses: list[float]          # training loss at every log step (for tests and plots)
+    stopped_by: str | None = None    # "SIGTERM"/"SIGINT" when a signal stopped the run early
+    exit_code: int = 0               # 128 + signal number then (143 for SIGTERM, 130 for SIGINT)
+    skipped_images: int = 0
+
+
+# --------------------------------------------------------------------------------------
+# Exact resume: every RNG the run draws from
+
+def rng_state() -> dict:
+    """Python, NumPy, torch CPU (and CUDA) RNG states, in types ``weights_only`` loads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    if not state:
+        return
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------
+# Preemption: SIGTERM / SIGINT
+
+class StopRequest:
+    """The first SIGTERM/SIGINT asks the loop to stop after the current step (it writes a
+    checkpoint and returns); a second one exits at once with 128 + the signal number."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        log.warning("%s received: finishing this step, writing a checkpoint, then exiting "
+                    "(send it again to exit at once)", signal.Signals(signum).name)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum else None
+
+
+class _Stop(Exception):
+    """Unwinds the loop after the stop checkpoint was written."""
 
 
 def _run_dir(cfg: Config) -> Path:
@@ -110,6 +183,7 @@ def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, e
         "best_top1": best_top1,
         "metrics": metrics or {},
         "config": cfg.to_dict(),
+        "rng": rng_state(),
     }
 
 
@@ -137,10 +211,12 @@ def _train_loader(train_set, cfg: Config, info: dist_utils.DistInfo, device: tor
         return DeviceLoader.from_dataset(train_set, batch_size=cfg.train.batch_size, train=True, device=device,
                                          seed=cfg.train.seed, rank=info.rank, world_size=info.world_size,
                                          channels_last=channels_last)
-    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.train.seed, drop_last=True)
-    return build_loader(train_set, cfg.train.batch_size, train=True, workers=cfg.data.workers,
-                        seed=cfg.train.seed + info.rank, device=device, sampler=sampler)
+    # The order is DistributedSampler's (the same for any world size); each sample's augmentation
+    # is seeded by (seed, epoch, index), so a resumed epoch reproduces the batches exactly.
+    sampler = EpochSampler(len(train_set), rank=info.rank, world_size=info.world_size, seed=cfg.train.seed)
+    samples = SeededSamples(train_set, seed=cfg.train.seed, bad_image=cfg.data.bad_image)
+    return build_loader(samples, cfg.train.batch_size, train=True, workers=cfg.data.workers,
+                        seed=cfg.train.seed + info.rank, device=device, sampler=sampler, collate_fn=collate_skipping)
 
 
 def _val_loader(val_set, cfg: Config, info: dist_utils.DistInfo, device: torch.device, channels_last: bool,
@@ -152,8 +228,9 @@ def _val_loader(val_set, cfg: Config, info: dist_utils.DistInfo, device: torch.d
         return DeviceLoader.from_dataset(val_set, batch_size=cfg.train.batch_size, train=False, device=device,
                                          rank=info.rank, world_size=info.world_size, channels_last=channels_last)
     sampler = ShardSampler(len(val_set), info.rank, info.world_size)
-    return build_loader(val_set, cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=cfg.train.seed,
-                        device=device, sampler=sampler)
+    return build_loader(SeededSamples(val_set, seed=cfg.train.seed, bad_image=cfg.data.bad_image),
+                        cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=cfg.train.seed,
+                        device=device, sampler=sampler, collate_fn=collate_skipping)
 
 
 #: Largest dataset held on the device by default (data.device_resident unset).
@@ -176,22 +253,33 @@ def use_device_resident(dataset, cfg: Config, image_size: int | None = None) -> 
     return cfg.data.device_resident
 
 
-def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: bool | None = None) -> TrainResult:
+def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: bool | None = None,
+          auto_resume: bool = True) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``; return where the run went and how it ended.
 
-    With ``resume`` (a checkpoint or run directory), model, optimizer, scheduler, epoch and
-    step are restored from it; build ``cfg`` with :func:`resume_config` to continue the
-    same run. Under torchrun, each process trains on its shard of every batch (DDP)."""
+    With ``resume`` (a checkpoint or run directory), model, optimizer, scheduler, grad
+    scaler, epoch, step and every RNG are restored from it, so the run continues exactly
+    as if it had never stopped; build ``cfg`` with :func:`resume_config` to continue the
+    same run. With ``auto_resume`` and an explicit ``train.output_dir`` that already holds
+    checkpoints, the newest good one (checksum verified) is resumed. Under torchrun, each
+    process trains on its shard of every batch (DDP).
+
+    SIGTERM or SIGINT stops the run after the current step (under torchrun: at the next log
+    step, where the processes agree) with a checkpoint; the result then has ``stopped_by``
+    and ``exit_code`` set."""
     owns_group = not dist_utils.is_initialized()
     info, device = dist_utils.init_distributed(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, resume=resume, progress=progress, info=info, device=device)
+        with StopRequest() as stop:
+            return _train(cfg, resume=resume, progress=progress, info=info, device=device,
+                          auto_resume=auto_resume, stop=stop)
     finally:
         if owns_group:            # leave a process group the caller set up alone
             dist_utils.cleanup()
 
 
-def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: torch.device) -> TrainResult:
+def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: torch.device, auto_resume: bool,
+           stop: StopRequest) -> TrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)            # the same on every rank: identical initial weights
@@ -205,9 +293,27 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
         torch.backends.cudnn.allow_tf32 = True
 
     ckpt = None
-    if resume:
+    run_dir = _run_dir(cfg)
+    if main:   # an unwritable output directory is an error now, not after the first epoch
+        _check_writable(run_dir)
+    auto = False
+    if resume and Path(resume).is_dir():
+        found = load_latest(resume)
+        if found is None:
+            raise UserError(f"'{resume}' holds no readable checkpoint (checkpoints/step_*.pt or last.pt); "
+                            "give a checkpoint file, or start a new run")
+        resume, ckpt = found
+    elif resume:
         resume = resolve_checkpoint(resume)
         ckpt = load_checkpoint(resume)
+    elif auto_resume and cfg.train.output_dir:
+        found = load_latest(run_dir)
+        if found is not None:
+            resume, ckpt = found
+            auto = True
+            if ckpt.get("arch") != cfg.model.name:
+                raise UserError(f"'{run_dir}' holds a run of {ckpt.get('arch')}, not {cfg.model.name}; choose another "
+                                "--output-dir, or pass --no-resume to start over there")
 
     # Model preprocessing (and pretrained weights, which may change mean/std), then data.
     weights = read_weights(cfg.model.pretrained) if cfg.model.pretrained and ckpt is None else None
@@ -249,7 +355,7 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
     steps_per_epoch = len(train_loader)
     optimizer = build_optimizer(raw_model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs)
-    precision = Precision(cfg.train.precision, device, cfg.train.loss_scale)
+    precision = Precision(cfg.train.precision, device, cfg.train.loss_scale, guard=True)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss()
 
@@ -262,6 +368,11 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
         global_step, best_top1 = int(ckpt["global_step"]), float(ckpt["best_top1"])
         last_metrics = ckpt.get("metrics", {})
         if start_epoch >= cfg.train.epochs:
+            if auto:
+                log.info("run %s already finished %d epochs; nothing to do (raise --epochs to train longer, or "
+                         "--no-resume to start over)", run_dir, start_epoch)
+                return TrainResult(run_dir=run_dir, epochs_done=start_epoch, global_step=global_step,
+                                   best_top1=best_top1, last_metrics=last_metrics, losses=[])
             raise UserError(f"run in '{resume}' already finished {start_epoch} epochs; raise --epochs to train longer")
 
     if info.enabled:
@@ -269,7 +380,6 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
     if cfg.train.compile:
         model = torch.compile(model)
 
-    run_dir = _run_dir(cfg)
     handler = None
     if main:
         _check_writable(run_dir)
@@ -288,109 +398,183 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
             if ckpt is not None:
                 log.info("resumed from %s at epoch %d, step %d", resume, start_epoch + 1, global_step)
 
-        def save(epoch: int, epoch_step: int, best: bool = False) -> None:
+        def save(epoch: int, epoch_step: int, best: bool = False) -> bool:
+            """Rank 0 writes a checkpoint; never one of a non-finite model, and a failed write
+            (disk full, permissions) is reported and leaves the previous checkpoint intact."""
+            nonlocal save_failed
             if not main:
-                return
+                return True
+            finite = torch.stack([p.detach().isfinite().all() for p in raw_model.parameters()]).all()
+            if not bool(finite):
+                raise UserError(f"the model's weights became NaN/Inf by step {global_step}; no checkpoint was "
+                                f"written, so the last good one stays in {run_dir / 'checkpoints'}; lower --lr "
+                                "or enable optim.grad_clip")
             state = checkpoint_state(cfg=cfg, model=raw_model, optimizer=optimizer, scheduler=scheduler,
                                      class_names=class_names, epoch=epoch, epoch_step=epoch_step,
                                      global_step=global_step, best_top1=best_top1, metrics=last_metrics,
                                      scaler=precision.state_dict())
-            ckpts.save(state, global_step, best=best)
+            try:
+                ckpts.save(state, global_step, best=best)
+                save_failed = False
+            except OSError as e:
+                save_failed = True
+                log.error("could not write the checkpoint of step %d (%s); the previous checkpoint is intact and "
+                          "training goes on; free space or fix permissions in %s", global_step,
+                          e.strerror or e, ckpts.dir)
+            return not save_failed
 
+        save_failed = False
         losses: list[float] = []
+        skipped_total = 0
         params = [p for p in raw_model.parameters() if p.requires_grad]
-        for epoch in range(start_epoch, cfg.train.epochs):
-            model.train()
-            skip = start_step if epoch == start_epoch else 0
-            # The data order is a function of (seed, epoch); a resumed epoch skips the batches already seen.
-            if hasattr(train_loader, "set_epoch"):        # device-resident: skips without computing them
-                train_loader.set_epoch(epoch, start_batch=skip)
-                batches = iter(train_loader)
-            else:
-                train_loader.sampler.set_epoch(epoch)
-                batches = itertools.islice(iter(train_loader), skip, None)
-            bar = tqdm(batches, total=steps_per_epoch, initial=skip, disable=not progress, dynamic_ncols=True,
-                       desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
-            seen, epoch_start = 0, time.perf_counter()
-            window_start, window_images = time.perf_counter(), 0
-            for i, (images, target) in enumerate(bar, start=skip):
-                images = images.to(device, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                target = target.to(device, non_blocking=True)
-                with precision.autocast():
-                    loss, logits = compute_loss(model(images), target, criterion, cfg.model.aux_weight)
-                optimizer.zero_grad(set_to_none=True)
-                precision.backward(loss)
-                precision.step(optimizer, params, cfg.optim.grad_clip)
-                scheduler.step()
-                global_step += 1
-                loss_sum += loss.detach().float()
-                correct += topk_correct(logits.detach(), target, (1,))[0]
-                seen += target.shape[0]
-                window_images += target.shape[0]
+        bad_streak = torch.zeros((), dtype=torch.long, device=device)   # consecutive non-finite losses
+        bad_steps = torch.zeros((), dtype=torch.long, device=device)
+        check_every = min(cfg.train.log_interval, cfg.train.max_bad_steps)
+        if ckpt is not None:
+            set_rng_state(ckpt.get("rng", {}))   # after everything that draws at start-up: the run continues exactly
+        try:
+            for epoch in range(start_epoch, cfg.train.epochs):
+                model.train()
+                skip = start_step if epoch == start_epoch else 0
+                # The data order is a function of (seed, epoch); a resumed epoch starts at its next batch.
+                if hasattr(train_loader, "set_epoch"):        # device-resident loader
+                    train_loader.set_epoch(epoch, start_batch=skip)
+                else:
+                    train_loader.sampler.set_epoch(epoch, start_batch=skip, batch_size=cfg.train.batch_size)
+                bar = tqdm(train_loader, total=steps_per_epoch, initial=skip, disable=not progress,
+                           dynamic_ncols=True, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False)
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), dtype=torch.long, device=device)
+                seen, epoch_start = 0, time.perf_counter()
+                window_start, window_images = time.perf_counter(), 0
+                skipped: list = []
+                for i, batch in enumerate(bar, start=skip):
+                    images, target = batch[0], batch[1]
+                    if len(batch) > 2 and batch[2]:
+                        skipped += batch[2]
+                        for item in batch[2]:
+                            log.warning("skipped unreadable image %s: %s", item.path, item.reason)
+                    if images is None:
+                        raise UserError(f"every image of a batch at step {global_step + 1} was unreadable "
+                                        f"(e.g. {batch[2][0].path}); run `inception check-data` on the dataset")
+                    images = images.to(device, non_blocking=True)
+                    if channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    target = target.to(device, non_blocking=True)
+                    with precision.autocast():
+                        loss, logits = compute_loss(model(images), target, criterion, cfg.model.aux_weight)
+                    optimizer.zero_grad(set_to_none=True)
+                    precision.backward(loss)
+                    precision.step(optimizer, params, cfg.optim.grad_clip)   # a non-finite step is skipped
+                    scheduler.step()
+                    global_step += 1
+                    finite = torch.isfinite(loss.detach())
+                    bad_streak = torch.where(finite, 0, bad_streak + 1)
+                    bad_steps += ~finite
+                    loss_sum += torch.where(finite, loss.detach().float(), 0.0)
+                    correct += topk_correct(logits.detach(), target, (1,))[0]
+                    seen += target.shape[0]
+                    window_images += target.shape[0]
 
-                if global_step % cfg.train.log_interval == 0 or i + 1 == steps_per_epoch:
-                    # The only host sync of the loop: the loss averaged over processes, so all agree.
-                    mean_loss = loss.detach().float().reshape(1)
-                    dist_utils.all_reduce_sum(mean_loss)
-                    loss_value = mean_loss.item() / info.world_size
-                    if not math.isfinite(loss_value):
-                        raise UserError(f"training loss became {loss_value} at step {global_step}; "
-                                        "lower --lr or enable optim.grad_clip")
-                    now = time.perf_counter()
-                    ips = window_images * info.world_size / max(now - window_start, 1e-9)
-                    lr = optimizer.param_groups[0]["lr"]
-                    losses.append(loss_value)
-                    if main:
-                        metrics_log.write({"kind": "step", "epoch": epoch + 1, "step": global_step,
-                                           "loss": loss_value, "lr": lr, "img_per_s": ips})
-                        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
-                        # With a progress bar the console shows these figures in the bar; train.log always gets them.
-                        log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step,
-                                 loss_value, lr, ips, extra={"in_progress_bar": progress})
-                    window_start, window_images = now, 0
-                if cfg.train.ckpt_interval and global_step % cfg.train.ckpt_interval == 0 and i + 1 < steps_per_epoch:
-                    save(epoch, i + 1)
-            bar.close()
+                    log_step = global_step % cfg.train.log_interval == 0 or i + 1 == steps_per_epoch
+                    if log_step or global_step % check_every == 0:
+                        # The only host syncs of the loop: loss, bad-step streak and stop request, summed
+                        # over processes so that all of them decide alike.
+                        flags = torch.stack([loss.detach().float(), bad_streak.float(),
+                                             torch.tensor(float(stop.signum is not None), device=device)])
+                        dist_utils.all_reduce_sum(flags)
+                        loss_value, streak, stopping = flags.tolist()
+                        loss_value /= info.world_size
+                        if streak >= cfg.train.max_bad_steps:
+                            raise UserError(
+                                f"the loss was NaN/Inf for {int(streak)} consecutive steps (up to step {global_step}; "
+                                f"each was skipped); the last good checkpoint is in {run_dir / 'checkpoints'}; "
+                                "lower --lr, enable optim.grad_clip, or use bf16 instead of fp16")
+                        if stopping:
+                            save(epoch + 1, 0) if i + 1 == steps_per_epoch else save(epoch, i + 1)
+                            raise _Stop()
+                        if log_step:
+                            now = time.perf_counter()
+                            ips = window_images * info.world_size / max(now - window_start, 1e-9)
+                            lr = optimizer.param_groups[0]["lr"]
+                            losses.append(loss_value)
+                            if main:
+                                metrics_log.write({"kind": "step", "epoch": epoch + 1, "step": global_step,
+                                                   "loss": loss_value, "lr": lr, "img_per_s": ips})
+                                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
+                                # With a progress bar the console shows these in the bar; train.log always gets them.
+                                log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step,
+                                         loss_value, lr, ips, extra={"in_progress_bar": progress})
+                            window_start, window_images = now, 0
+                    elif not info.enabled and stop.signum is not None:   # one process: stop right away
+                        save(epoch + 1, 0) if i + 1 == steps_per_epoch else save(epoch, i + 1)
+                        raise _Stop()
+                    if cfg.train.ckpt_interval and global_step % cfg.train.ckpt_interval == 0 \
+                            and i + 1 < steps_per_epoch:
+                        save(epoch, i + 1)
+                bar.close()
 
-            epoch_time = time.perf_counter() - epoch_start
-            steps_run = steps_per_epoch - skip
-            totals = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=device)])
-            dist_utils.all_reduce_sum(totals)
-            loss_total, correct_total, seen_total = totals.tolist()
-            record = {"kind": "epoch", "epoch": epoch + 1, "step": global_step, "epoch_time_s": epoch_time,
-                      "ms_per_step": 1000 * epoch_time / max(steps_run, 1),
-                      "train_loss": loss_total / max(steps_run * info.world_size, 1),
-                      "train_top1": 100.0 * correct_total / max(seen_total, 1),
-                      "img_per_s": seen_total / max(epoch_time, 1e-9), "lr": optimizer.param_groups[0]["lr"]}
-            is_best = False
-            if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
-                # Evaluate the plain model (no DDP collectives: ranks' shards may differ by a batch),
-                # with rank 0's BatchNorm statistics, i.e. the model the checkpoint holds.
-                dist_utils.broadcast_buffers(raw_model)
-                with precision.autocast():
-                    val = evaluate(raw_model, val_loader, device, criterion=eval_criterion, progress=progress)
-                last_metrics = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
-                                "val_count": val["count"]}
-                record.update(last_metrics)
-                is_best = val["top1"] > best_top1
-                best_top1 = max(best_top1, val["top1"])
+                epoch_time = time.perf_counter() - epoch_start
+                steps_run = steps_per_epoch - skip
+                totals = torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=device),
+                                      bad_steps.float(), torch.tensor(float(len(skipped)), device=device)])
+                dist_utils.all_reduce_sum(totals)
+                loss_total, correct_total, seen_total, bad_total, skipped_count = totals.tolist()
+                good_steps = max(steps_run * info.world_size - bad_total, 1)
+                bad_steps.zero_()
+                if info.enabled and skipped_count:
+                    skipped = dist_utils.gather_objects(skipped)
+                skipped_total += int(skipped_count)
+                record = {"kind": "epoch", "epoch": epoch + 1, "step": global_step, "epoch_time_s": epoch_time,
+                          "ms_per_step": 1000 * epoch_time / max(steps_run, 1),
+                          "train_loss": loss_total / good_steps,
+                          "train_top1": 100.0 * correct_total / max(seen_total, 1),
+                          "img_per_s": seen_total / max(epoch_time, 1e-9), "lr": optimizer.param_groups[0]["lr"],
+                          "skipped_images": int(skipped_count), "skipped_steps": int(bad_total)}
+                if main and skipped:
+                    with open(run_dir / "skipped_images.txt", "a", encoding="utf-8") as f:
+                        f.writelines(f"epoch {epoch + 1}\t{item.path}\t{item.reason}\n" for item in skipped)
+                is_best = False
+                if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
+                    # Evaluate the plain model (no DDP collectives: ranks' shards may differ by a batch),
+                    # with rank 0's BatchNorm statistics, i.e. the model the checkpoint holds.
+                    dist_utils.broadcast_buffers(raw_model)
+                    with precision.autocast():
+                        val = evaluate(raw_model, val_loader, device, criterion=eval_criterion, progress=progress)
+                    last_metrics = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
+                                    "val_count": val["count"]}
+                    record.update(last_metrics)
+                    is_best = val["top1"] > best_top1
+                    best_top1 = max(best_top1, val["top1"])
+                if main:
+                    metrics_log.write(record)
+                    log.info("epoch %d/%d: %.1fs, %.1f ms/step, %.0f img/s, train loss %.4f, train top-1 %.2f%%%s%s",
+                             epoch + 1, cfg.train.epochs, epoch_time, record["ms_per_step"], record["img_per_s"],
+                             record["train_loss"], record["train_top1"],
+                             (f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}% "
+                              f"loss {record['val_loss']:.4f}") if "val_top1" in record else "",
+                             (f", skipped {int(skipped_count)} unreadable images" if skipped_count else "")
+                             + (f", skipped {int(bad_total)} NaN/Inf steps" if bad_total else ""))
+                save(epoch + 1, 0, best=is_best)
+        except _Stop:
             if main:
-                metrics_log.write(record)
-                log.info("epoch %d/%d: %.1fs, %.1f ms/step, %.0f img/s, train loss %.4f, train top-1 %.2f%%%s",
-                         epoch + 1, cfg.train.epochs, epoch_time, record["ms_per_step"], record["img_per_s"],
-                         record["train_loss"], record["train_top1"],
-                         (f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}% "
-                          f"loss {record['val_loss']:.4f}") if "val_top1" in record else "")
-            save(epoch + 1, 0, best=is_best)
+                log.warning("stopped by %s at epoch %d, step %d; checkpoint in %s; run the same command to continue",
+                            stop.name, epoch + 1, global_step, run_dir / "checkpoints")
+            return TrainResult(run_dir=run_dir, epochs_done=epoch, global_step=global_step, best_top1=best_top1,
+                               last_metrics=last_metrics, losses=losses, stopped_by=stop.name,
+                               exit_code=128 + stop.signum, skipped_images=skipped_total)
+        if main and save_failed:
+            raise UserError(f"training finished but its final checkpoint could not be written to {ckpts.dir}; "
+                            "the newest checkpoint there is from an earlier step; free space and resume")
         if main:
+            if skipped_total:
+                log.warning("skipped %d unreadable images in all; they are listed in %s", skipped_total,
+                            run_dir / "skipped_images.txt")
             log.info("finished: best val top-1 %.2f%%, run directory %s", best_top1, run_dir)
         dist_utils.barrier()
         return TrainResult(run_dir=run_dir, epochs_done=cfg.train.epochs, global_step=global_step,
-                           best_top1=best_top1, last_metrics=last_metrics, losses=losses)
+                           best_top1=best_top1, last_metrics=last_metrics, losses=losses,
+                           skipped_images=skipped_total)
     finally:
         if handler is not None:
             log.removeHandler(handler)

@@ -1,0 +1,120 @@
+"""A training data order that resumes exactly, and datasets that survive bad images.
+
+Exact resume needs the batches after a restart to be the very ones an uninterrupted run
+would have drawn, augmentation included. Saving DataLoader workers' RNG states cannot do
+that (workers are processes that die with the run), so nothing random depends on them:
+
+* :class:`EpochSampler` draws a permutation from ``(seed, epoch)`` (the same one
+  ``DistributedSampler`` draws, so the order is the same for any world size), shards it
+  by rank, and starts at any batch of the epoch, so a resumed epoch reads only the
+  batches it still needs. It yields ``(epoch, index)`` keys.
+* :class:`SeededSamples` seeds each sample's augmentation from ``(seed, epoch, index)``,
+  in whichever worker it lands, and restores the caller's RNG afterwards (with
+  ``workers=0`` the training process's own RNG, which dropout uses, is untouched).
+
+:class:`SeededSamples` also applies the ``data.bad_image`` policy: with ``skip`` an image
+that cannot be decoded becomes a :class:`Skipped` record that :func:`collate_skipping`
+drops from the batch and reports; with ``error`` it stops training with a line naming it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from ..errors import UserError
+
+BAD_IMAGE_POLICIES = ("skip", "error")
+
+
+class Skipped(NamedTuple):
+    """A sample that could not be read."""
+
+    path: str
+    reason: str
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one sample's augmentation, well mixed (splitmix64-style)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    x = (x * 0xD6E8FEB86659FD93) & (2**64 - 1)
+    x ^= x >> 32
+    return x & (2**63 - 1)
+
+
+class EpochSampler(Sampler):
+    """``DistributedSampler(shuffle=True, drop_last=True)``'s order, startable mid-epoch.
+
+    ``set_epoch(epoch, start_batch, batch_size)`` selects the epoch and skips the first
+    ``start_batch`` batches of this rank; iteration yields ``(epoch, index)``.
+    """
+
+    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        self.num_samples = size // world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0, batch_size: int = 1) -> None:
+        self.epoch, self.start = epoch, start_batch * batch_size
+
+    def indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=g)[: self.num_samples * self.world_size]
+        return order[self.rank::self.world_size].tolist()
+
+    def __iter__(self):
+        epoch = self.epoch
+        for index in self.indices()[self.start:]:
+            yield epoch, index
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.start, 0)
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset: key ``(epoch, index)`` (or a plain index, epoch 0) gives sample
+    ``index`` with its augmentation seeded by ``(seed, epoch, index)``; unreadable images
+    follow ``bad_image``. Other attributes (``classes``, ``targets``...) pass through."""
+
+    def __init__(self, dataset: Dataset, *, seed: int = 0, bad_image: str = "skip") -> None:
+        if bad_image not in BAD_IMAGE_POLICIES:
+            raise UserError(f"data.bad_image '{bad_image}' is not valid; choose skip or error")
+        self.dataset, self.seed, self.bad_image = dataset, seed, bad_image
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):
+        if name == "dataset":      # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def _path(self, index: int) -> str:
+        samples = getattr(self.dataset, "samples", None)
+        return str(samples[index][0]) if samples is not None else f"sample {index}"
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            try:
+                return self.dataset[index]
+            except UserError as e:   # ImageReadError: corrupt, empty, not an image, too large
+                if self.bad_image == "error":
+                    raise UserError(f"{e} (or set data.bad_image: skip to skip such files)") from None
+                return Skipped(self._path(index), str(e))
+
+
+def collate_skipping(batch: list) -> tuple:
+    """``(images, labels, skipped)``: the readable samples collated, and the
+    :class:`Skipped` records (``images`` is None when the whole batch was unreadable)."""
+    good = [item for item in batch if not isinstance(item, Skipped)]
+    skipped = [item for item in batch if isinstance(item, Skipped)]
+    if not good:
+        return None, None, skipped
+    images, labels = default_collate(good)
+    return images, labels, skipped
