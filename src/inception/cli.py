@@ -160,6 +160,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from .checkdata import check_data
+
+    report = check_data(args.path, workers=args.workers, min_size=args.min_size, progress=sys.stderr.isatty())
+    for line in report.lines(max_listed=args.max_listed):
+        print(line)
+    return 0 if report.ok else 1
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_checkpoint
 
@@ -339,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("check-data", help="scan a dataset for unreadable images and report per-class counts",
+                       formatter_class=fmt,
+                       description="Decode every file of a dataset folder (root/<split>/<class>/* or root/<class>/*) "
+                                   "or list file as training would; report corrupt, empty, non-image and oversized "
+                                   "files, converted images (CMYK, 16-bit, palette) and per-class counts. Exit status "
+                                   "0: no problems, 1: problems found, 2: the path is wrong.")
+    p.add_argument("path", help="dataset folder or list file")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: min(4, cores))")
+    p.add_argument("--min-size", type=int, default=32, help="note images smaller than this on a side")
+    p.add_argument("--max-listed", type=int, default=30, help="problem files listed")
+    p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or INT8), TorchScript, ExportedProgram or "
                                       "safetensors, and check it against PyTorch", formatter_class=fmt,
