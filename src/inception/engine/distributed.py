@@ -107,4 +107,9 @@ def launch_torchrun(nproc: int, argv: list[str], max_restarts: int = 0) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            f"--max-restarts={max_restarts}", "-m", "inception", *argv]
     print("launching: " + " ".join(cmd[1:]), file=sys.stderr)
-    return subprocess.call(cmd)
+    env = dict(os.environ)
+    if sys.platform.startswith("linux"):
+        # One node: gloo (CPU) on the loopback interface. Without it gloo picks the interface
+        # the hostname resolves to, and re-connecting after an elastic restart can hang there.
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return subprocess.call(cmd, env=env)
