@@ -217,14 +217,14 @@ def test_int8_keeps_accuracy_of_a_trained_model(tmp_path):
     """A GoogLeNet trained on the digits loses at most a point of top-1 when quantized."""
     from PIL import Image
 
-    from inception.config import Config
+    from inception.cli import resolve_config_path
+    from inception.config import load_config
     from inception.data.digits import _load
     from inception.engine.trainer import train
 
-    cfg = Config()
-    cfg.train.epochs, cfg.train.output_dir, cfg.train.device = 6, str(tmp_path / "run"), "cpu"
-    cfg.train.log_interval = 1000
-    train(cfg)
+    cfg = load_config(resolve_config_path("demo"), {"train.epochs": 12, "train.output_dir": str(tmp_path / "run"),
+                                                    "train.device": "cpu", "train.log_interval": 1000})
+    train(cfg, progress=False)
     for part in ("train", "test"):
         images, labels = _load()[part]
         for i, (im, y) in enumerate(zip(images, labels)):
