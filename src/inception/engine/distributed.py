@@ -54,8 +54,18 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs: dict = {}
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # Under torchrun the agent hosts the store and outlives restarts. Keys of each attempt
+            # get their own prefix, so restarted processes never read the addresses of the dead
+            # ones (gloo then tries to connect to them and fails or hangs).
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
+                                 is_master=False, timeout=timedelta(minutes=10))
+            kwargs = {"store": dist.PrefixStore(f"inception/attempt_{attempt}", base), "rank": info.rank,
+                      "world_size": info.world_size}
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30),
-                                device_id=device if device.type == "cuda" else None)
+                                device_id=device if device.type == "cuda" else None, **kwargs)
     return info, device
 
 
