@@ -56,6 +56,10 @@ class DataCfg:
     crop_scale: list[float] = _f([0.08, 1.0], "RandomResizedCrop area range")
     crop_padding: int = _f(4, "cifar augmentation: zero padding before the random crop", ge=0)
     workers: int = _f(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+    pipeline: Literal["fast", "torchvision"] = _f(
+        "fast", "image files (folder, list): fast decodes, crops and resizes each image in one step (reduced-size "
+        "JPEG decoding, uint8 until the device, normalized there); torchvision runs the plain PIL + transforms "
+        "presets. Both draw the same crops and flips")
     bad_image: Literal["skip", "error"] = _f(
         "skip", "an image that cannot be decoded (corrupt, empty, not an image, too large): skip it (counted, "
         "logged and listed in skipped_images.txt) or stop with an error naming it")

@@ -36,14 +36,16 @@ def tree(tmp_path):
     return tmp_path
 
 
-def test_every_mode_loads_as_rgb(tree, identity_dc):
-    train, val = build_datasets(_cfg(tree, image_size=24), identity_dc)
+@pytest.mark.parametrize("pipeline,dtype", [("fast", torch.uint8), ("torchvision", torch.float32)])
+def test_every_mode_loads_as_rgb(tree, identity_dc, pipeline, dtype):
+    train, val = build_datasets(_cfg(tree, image_size=24, pipeline=pipeline), identity_dc)
     assert train.classes == val.classes == ["cat", "dog"]
     assert len(train) == 7 and len(val) == 1
     assert [y for _, y in train.samples] == [0, 0, 0, 0, 1, 1, 1]
     for i in range(len(train)):
         x, y = train[i]
-        assert x.shape == (3, 24, 24) and x.dtype == torch.float32
+        assert x.shape == (3, 24, 24) and x.dtype == dtype
+    assert (train.normalize is not None) == (pipeline == "fast")
     assert val[0][0].shape == (3, 24, 24) and val[0][1] == 0
     for path, _ in train.samples:
         assert load_image(path).mode == "RGB"

@@ -27,7 +27,7 @@ from .device import DeviceLoader, transform_arguments
 from .loader import build_loader
 from .transforms import eval_transform, train_transform
 
-__all__ = ["DeviceLoader", "transform_arguments", "build_datasets", "build_eval_dataset", "build_loader", "train_transform", "eval_transform",
+__all__ = ["DeviceLoader", "fast_transforms", "transform_arguments", "build_datasets", "build_eval_dataset", "build_loader", "train_transform", "eval_transform",
            "load_image", "image_size", "augment_preset", "hflip_enabled", "eval_preprocessing"]
 
 _CIFAR_STYLE = ("digits", "cifar10", "cifar100")
@@ -77,10 +77,46 @@ def _eval_tf(cfg: DataCfg, dc: DataConfig):
                           interpolation=pre["interpolation"], crop_pct=pre["crop_pct"])
 
 
+def fast_transforms(cfg: DataCfg, dc: DataConfig) -> tuple | None:
+    """``(train decoder, eval decoder, (mean, std))`` of the fast pipeline for image-file
+    datasets, or None where it does not apply (``data.pipeline: torchvision``, the cifar
+    preset, colour jitter): those use the torchvision presets."""
+    if cfg.pipeline != "fast" or augment_preset(cfg) not in ("imagenet", "none") or cfg.color_jitter:
+        return None
+    from .decode import CenterCropDecode, RandomResizedCropDecode
+
+    size, pre = image_size(cfg, dc), eval_preprocessing(cfg, dc)
+    if augment_preset(cfg) == "imagenet":
+        train = RandomResizedCropDecode(size, scale=cfg.crop_scale, interpolation=dc.interpolation,
+                                        hflip=hflip_enabled(cfg))
+    else:   # none: Resize(size) + CenterCrop(size)
+        train = CenterCropDecode(size, resize_size=size, interpolation=dc.interpolation)
+    evaluate = CenterCropDecode(size, resize_size=pre["resize_size"], interpolation=dc.interpolation)
+    return train, evaluate, (tuple(dc.mean), tuple(dc.std))
+
+
+def _use_fast(ds: Dataset, decoder, normalize) -> Dataset:
+    """Switch an image-file dataset to the fast pipeline (others are left alone)."""
+    if isinstance(ds, ImageFileDataset) and decoder is not None:
+        from .decode import read_encoded
+
+        if ds.loader is load_image:
+            ds.loader = read_encoded
+        ds.transform, ds.normalize = decoder, normalize
+    return ds
+
+
 def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Dataset]:
-    """Train (augmented) and validation (eval transform) datasets; val labels follow train's classes."""
+    """Train (augmented) and validation (eval transform) datasets; val labels follow train's classes.
+
+    Image files (folder, list) use the fast pipeline (``data.pipeline``): their samples are
+    uint8 and carry ``.normalize``, which :func:`build_loader` applies on the device."""
+    fast = fast_transforms(cfg, data_config)
     train = _open(cfg, cfg.train_split, _train_tf(cfg, data_config))
     val = _open(cfg, cfg.val_split, _eval_tf(cfg, data_config))
+    if fast is not None:
+        _use_fast(train, fast[0], fast[2])
+        _use_fast(val, fast[1], fast[2])
     _conform(val, train.classes, against="the training data",
              fix="remove them from the validation data or add them to the training data")
     return train, val
@@ -96,6 +132,9 @@ def build_eval_dataset(cfg: DataCfg, data_config: DataConfig, split: str | None 
     """
     split = split or cfg.val_split
     ds = _open(cfg, split, _eval_tf(cfg, data_config))
+    fast = fast_transforms(cfg, data_config)
+    if fast is not None:
+        _use_fast(ds, fast[1], fast[2])
     if class_names is not None:
         _conform(ds, list(class_names), against="the checkpoint's classes",
                  fix="evaluate with a checkpoint trained on these classes")

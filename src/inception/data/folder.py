@@ -39,14 +39,20 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette transparency, EXIF noise
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            elif im.mode.startswith("I"):   # 16/32-bit grayscale: keep the top 8 bits, not clip at 255
-                im = _to_8bit(im)
-            return im.convert("RGB")
+            return to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"cannot read image '{path}' ({reason}); replace or delete the file") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` decoded as RGB: palette images keep their transparency's colours, 16/32-bit
+    grayscale keeps its top 8 bits (not clipped at 255), CMYK and the rest convert."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif im.mode.startswith("I"):
+        im = _to_8bit(im)
+    return im.convert("RGB")
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -58,21 +64,30 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 
 
 class ImageFileDataset(Dataset):
-    """``samples`` is a list of ``(path, label)``; images are decoded with :func:`load_image`."""
+    """``samples`` is a list of ``(path, label)``; ``loader(path)`` reads a sample
+    (default :func:`load_image`, an RGB PIL image), then ``transform`` runs on it.
+
+    ``normalize``, when set, is the ``(mean, std)`` that the batches still need: the fast
+    pipeline's samples are uint8 and :func:`~inception.data.loader.build_loader` normalizes
+    whole batches on the device.
+    """
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], *,
-                 transform: Callable | None = None, source: str = "") -> None:
+                 transform: Callable | None = None, source: str = "", loader: Callable = load_image,
+                 normalize: tuple | None = None) -> None:
         self.samples = samples
         self.classes = list(classes)
         self.transform = transform
         self.source = source
+        self.loader = loader
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        image = load_image(path)
+        image = self.loader(path)
         if self.transform is not None:
             image = self.transform(image)
         return image, label

@@ -215,7 +215,8 @@ def _train_loader(train_set, cfg: Config, info: dist_utils.DistInfo, device: tor
     sampler = EpochSampler(len(train_set), rank=info.rank, world_size=info.world_size, seed=cfg.train.seed)
     samples = SeededSamples(train_set, seed=cfg.train.seed, bad_image=cfg.data.bad_image)
     return build_loader(samples, cfg.train.batch_size, train=True, workers=cfg.data.workers,
-                        seed=cfg.train.seed + info.rank, device=device, sampler=sampler, collate_fn=collate_skipping)
+                        seed=cfg.train.seed + info.rank, device=device, sampler=sampler, collate_fn=collate_skipping,
+                        channels_last=channels_last)
 
 
 def _val_loader(val_set, cfg: Config, info: dist_utils.DistInfo, device: torch.device, channels_last: bool,
@@ -229,7 +230,7 @@ def _val_loader(val_set, cfg: Config, info: dist_utils.DistInfo, device: torch.d
     sampler = ShardSampler(len(val_set), info.rank, info.world_size)
     return build_loader(SeededSamples(val_set, seed=cfg.train.seed, bad_image=cfg.data.bad_image),
                         cfg.train.batch_size, train=False, workers=cfg.data.workers, seed=cfg.train.seed,
-                        device=device, sampler=sampler, collate_fn=collate_skipping)
+                        device=device, sampler=sampler, collate_fn=collate_skipping, channels_last=channels_last)
 
 
 #: Largest dataset held on the device by default (data.device_resident unset).
