@@ -9,12 +9,13 @@ RandomHorizontalFlip(), ToTensor(), Normalize(mean, std)])`` (eval: ``Resize`` +
 loader (:func:`inception.data.build_loader` over :func:`inception.data.build_datasets`),
 normalization on the device included in the timing.
 
-The two loaders are timed in alternating rounds, so a noisy machine slows both alike. Each
-round first drains the batches a loader's workers prefetched while the other was timed,
-then times ``steps`` batches: img/s is images over that window's wall time. Reported: the
-median img/s of each (in total, and per worker), the median of the per-round ratios, and
-the outputs' per-channel mean/std and class shares over one further, untimed pass over
-the split, which should agree between the two.
+The loaders are timed in alternating rounds, so a noisy machine slows them alike. A round
+is one epoch of each (``steps`` batches at most), started afresh on workers that stay
+alive, so it pays what an epoch's start costs in training and nothing a previous round
+left prefetched: img/s is its images over its wall time. A first, untimed epoch starts the
+workers and gathers the outputs' per-channel mean/std and class shares, which should agree
+between the two. Reported: the median img/s of each (in total, and per worker) and the
+median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ class _Stats:
                 "class_share": {int(k): v / total for k, v in sorted(self.classes.items())}}
 
 
-def _timed(it, steps: int, drain: int, device: torch.device) -> tuple[int, float]:
-    for _ in range(drain):
-        next(it)
+def _timed(loader, steps: int, device: torch.device) -> tuple[int, float]:
+    """Images and seconds of one pass: a new epoch of ``loader`` (its workers stay alive: the
+    start of an epoch costs what it costs in training), up to ``steps`` batches."""
     start, images = time.perf_counter(), 0
-    for _ in range(steps):
-        images += next(it)[0].shape[0]
+    for n, batch in enumerate(loader, 1):
+        images += batch[0].shape[0]
+        if n == steps:
+            break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return images, time.perf_counter() - start
@@ -94,11 +97,6 @@ class _ToDevice:
     def __iter__(self):
         for images, labels in self.loader:
             yield images.to(self.device, non_blocking=True), labels
-
-
-def _forever(loader):
-    while True:
-        yield from loader
 
 
 def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: str = "folder",
@@ -152,24 +150,18 @@ def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: st
                                             num_workers=workers, persistent_workers=workers > 0,
                                             pin_memory=dev.type == "cuda",
                                             generator=torch.Generator().manual_seed(0))
-    iters = {name: _forever(loader) for name, loader in loaders.items()}
-    drain = 2 * workers + 1      # a prefetch queue's worth, and worker start-up in round one
     rates: dict[str, list[float]] = {name: [] for name in loaders}
     stats = {name: _Stats() for name in loaders}
-    log.info("bench pipeline %s on %s: %d images, batch %d, %d workers, %d rounds of %d batches",
+    log.info("bench pipeline %s on %s: %d images, batch %d, %d workers, %d rounds of up to %d batches",
              pipeline, split_dir, len(ours), batch_size, workers, rounds, steps)
+    for name, loader in loaders.items():      # untimed: worker start-up, and the output statistics
+        for batch in loader:
+            if name != "inception":
+                stats[name].add(batch[0], batch[1])
     for _ in range(rounds):
-        for name, it in iters.items():
-            images, seconds = _timed(it, steps, drain, dev)
+        for name, loader in loaders.items():
+            images, seconds = _timed(loader, steps, dev)
             rates[name].append(images / seconds)
-    for name, it in iters.items():      # the output statistics, untimed: one pass over the whole split
-        if name == "inception":
-            continue
-        for _ in range(len(loaders[name])):
-            x, y = next(it)[:2]
-            stats[name].add(x, y)
-    for it in iters.values():
-        it.close()
     per = max(workers, 1)
     result = {"data_dir": str(data_dir), "split": str(split_dir), "pipeline": pipeline, "images": len(ours),
               "classes": len(ours.classes), "image_size": pre["image_size"], "batch_size": batch_size,

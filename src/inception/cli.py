@@ -169,6 +169,20 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.cache import prepare
+
+    s = prepare(args.src, args.dst, max_size=args.max_size, layout=args.format, quality=args.quality,
+                workers=args.workers, shard_mb=args.shard_mb, progress=sys.stderr.isatty())
+    splits = ", ".join(f"{k} {v:,}" for k, v in s["splits"].items())
+    print(f"wrote {s['destination']} ({s['layout']}, shorter side <= {s['max_size']}): {splits} images in "
+          f"{s['classes']} classes, {s['bytes'] / 2**20:,.1f} MB, {s['seconds']:.1f} s ({s['img_per_s']:,.0f} img/s)")
+    if s["skipped"]:
+        print(f"skipped {s['skipped']} unreadable files, listed in {s['destination']}/skipped.txt")
+    print(f"train on it with: inception train --data-dir {s['destination']} --set data.dataset=folder ...")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_checkpoint
 
@@ -256,10 +270,37 @@ def _is_model_file(name: str) -> bool:
     return Path(name).is_file() or name.endswith((".onnx", ".pt2", ".safetensors", ".pt", ".pth"))
 
 
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from .bench_pipeline import bench_pipeline, format_pipeline
+
+    if not args.data_dir:
+        raise UserError("--pipeline needs a dataset: --data PATH (a folder dataset, or a cache from `inception prepare`)")
+    if len(args.models) > 1 or (args.batch_size and len(args.batch_size) > 1):
+        raise UserError("--pipeline takes at most one model (for its input size and mean/std) and one --batch-size")
+    result = bench_pipeline(args.data_dir, pipeline=args.pipeline, dataset=args.dataset or "folder",
+                            model_name=args.models[0] if args.models else "googlenet", image_size=args.image_size,
+                            batch_size=args.batch_size[0] if args.batch_size else 64,
+                            workers=2 if args.workers is None else args.workers, steps=args.data_steps,
+                            rounds=args.rounds, device=args.device, baseline=args.baseline)
+    print(format_pipeline(result))
+    if args.json:
+        import json
+
+        from .utils import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_data, bench_model, format_data, format_results, parse_model_options
     from .models import list_models
 
+    if args.pipeline:
+        return cmd_bench_pipeline(args)
+    if not args.models:
+        raise UserError("name a model to bench (e.g. `inception bench googlenet`), or time the input pipeline "
+                        "with --data PATH --pipeline train|eval")
     if args.runtime or any(_is_model_file(m) for m in args.models):
         if args.data_dir or args.dataset or args.mode not in ("both", "infer") or args.precision != "fp32" \
                 or args.compile:
@@ -361,6 +402,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-listed", type=int, default=30, help="problem files listed")
     p.set_defaults(func=cmd_check_data)
 
+    p = sub.add_parser("prepare", help="write a pre-resized copy of a dataset (folders or packed shards)",
+                       formatter_class=fmt,
+                       description="Write a copy of the dataset SRC (a folder dataset SRC/<split>/<class>/*, a list "
+                                   "dataset with SRC/<split>_list.txt, or a .tar/.tar.gz of class folders) whose "
+                                   "images are JPEGs at most --max-size on their shorter side, for faster epochs on "
+                                   "slow disks and CPUs. Training with --data-dir DST reads it with the source's class "
+                                   "order. Unreadable files are skipped and listed in DST/skipped.txt.")
+    p.add_argument("src", help="dataset folder, list dataset folder or .tar/.tar.gz archive")
+    p.add_argument("dst", help="the cache folder to write (new, empty, or an earlier cache)")
+    p.add_argument("--max-size", type=int, default=256,
+                   help="shorter side at most N pixels (aspect kept; smaller JPEGs are copied unchanged)")
+    p.add_argument("--format", choices=["folder", "shards"], default="folder",
+                   help="folder: DST/<split>/<class>/*.jpg + list files; shards: large files of JPEGs + an index")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
+    p.add_argument("--shard-mb", type=int, default=256, help="shards: size of each shard file in MB")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU cores)")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or INT8), TorchScript, ExportedProgram or "
                                       "safetensors, and check it against PyTorch", formatter_class=fmt,
                        description="Export a checkpoint for deployment. The file carries the class names and the "
@@ -430,8 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "be input-bound or compute-bound. With --runtime (or model files), compare "
                                    "inference runtimes side by side: img/s and latency per batch size, interleaved "
                                    "rounds, ratios against the first.")
-    p.add_argument("models", nargs="+", metavar="MODEL",
-                   help="model names (see `inception models`), or all; with --runtime also exported model files")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="model names (see `inception models`), or all; with --runtime also exported model files; "
+                        "with --pipeline at most one, whose input size and mean/std are used (default googlenet)")
     p.add_argument("--mode", choices=["train", "infer", "both"], default="both",
                    help="train: forward, loss, backward, SGD step; infer: eval-mode forward")
     p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
@@ -463,7 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-resident", action=argparse.BooleanOptionalAction, default=None,
                    help="batch in-memory datasets (digits, CIFAR files) on the device, as the trainer does by "
                         "default with the cifar preset [data.device_resident]")
-    p.add_argument("--data-steps", type=int, default=50, help="timed batches of the pipeline")
+    p.add_argument("--data-steps", type=int, default=50, help="timed batches of the pipeline (per round with --pipeline)")
+    p.add_argument("--pipeline", choices=["train", "eval"], default=None,
+                   help="time only the input pipeline on --data against the plain torchvision ImageFolder + PIL + "
+                        "transforms pipeline (same workers, batch and output size), in alternating rounds; prints "
+                        "img/s in total and per worker, the ratio, and the outputs' statistics")
+    p.add_argument("--rounds", type=int, default=5, help="--pipeline: alternating rounds (one epoch or --data-steps "
+                                                          "batches each); medians are reported")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="--pipeline: also time the torchvision baseline (needs class folders)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -20,6 +20,7 @@ from ..config import DataCfg
 from ..errors import UserError
 from ..models.layers import DataConfig
 from .archive import archive_dataset, is_archive, to_memory
+from .cache import cache_dataset, is_cache
 from .cifar import cifar_dataset, expected_layouts, find_cifar
 from .digits import digits_dataset
 from .folder import ImageFileDataset, find_classes, folder_dataset, list_dataset, load_image, require_dir
@@ -170,6 +171,8 @@ def _open(cfg: DataCfg, split: str, transform) -> Dataset:
                             f"or class folders {root}/{split}/<class>/; set data.data_dir")
         files = folder_dataset(require_dir(split_dir, "split folder", fix), transform)
         return to_memory(files) or files     # CIFAR-sized images: decoded once, held in memory
+    if cfg.dataset in ("folder", "list") and is_cache(root):     # written by `inception prepare`
+        return cache_dataset(root, split, transform)
     if cfg.dataset == "folder":
         return folder_dataset(require_dir(root / split, "split folder", fix), transform)
     if cfg.dataset == "list":

@@ -97,20 +97,21 @@ def decode_box(image: EncodedImage, box_fn, size: int, interpolation: str = "bil
             warnings.simplefilter("ignore")
             width, height = im.size
             top, left, h, w = box_fn(width, height) if header is None else (top, left, h, w)
-            reduce = min(w, h) / size
+            reduce, scaled = min(w, h) / size, None
             if im.format == "JPEG" and reduce >= 2 and im.mode in ("RGB", "L"):
                 # DCT scaling: libjpeg decodes at the largest 1/2, 1/4, 1/8 scale that keeps the box >= size.
                 im.draft("RGB", (math.ceil(width * size / w), math.ceil(height * size / h)))
                 sx, sy = im.size[0] / width, im.size[1] / height
                 pixels = _pil_tensor(to_rgb(im))
-                top, left, h, w = top * sy, left * sx, h * sy, w * sx
+                scaled = (top * sy, left * sx, h * sy, w * sx)
             elif im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK"):
                 pixels = decode_jpeg(torch.frombuffer(image.data, dtype=torch.uint8), mode=ImageReadMode.RGB)
             else:
                 pixels = _pil_tensor(to_rgb(im))
     except DECODE_ERRORS as e:
         raise _fail(image.name, e) from None
-    return _resize_box(pixels, (top, left, h, w), size, interpolation), (top, left, h, w)
+    box = (top, left, h, w)
+    return _resize_box(pixels, scaled or box, size, interpolation), box
 
 
 def _resize_box(pixels: Tensor, box: tuple, size: int, interpolation: str) -> Tensor:
