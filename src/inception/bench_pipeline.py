@@ -95,14 +95,19 @@ class _ToDevice:
         return len(self.loader)
 
     def __iter__(self):
+        from .data.decode import DeferredBatch
+
         for images, labels in self.loader:
-            yield images.to(self.device, non_blocking=True), labels
+            if isinstance(images, DeferredBatch):     # --gpu-decode: decoding on the device is the loader's work
+                yield images.decode(self.device)[0], labels
+            else:
+                yield images.to(self.device, non_blocking=True), labels
 
 
 def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: str = "folder",
                    model_name: str = "googlenet", image_size: int | None = None, batch_size: int = 64,
                    workers: int = 2, steps: int = 10, rounds: int = 5, device: str = "cpu",
-                   baseline: bool = True, cfg: DataCfg | None = None) -> dict:
+                   baseline: bool = True, gpu_decode: bool = False, cfg: DataCfg | None = None) -> dict:
     """img/s of the trainer's input pipeline and of the plain torchvision one on ``data_dir``
     (a folder dataset, or a pre-resized cache from ``inception prepare``), alternating
     ``rounds`` rounds of ``steps`` batches each. See the module's doc for the method."""
@@ -114,7 +119,7 @@ def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: st
     if workers < 0 or batch_size < 1 or steps < 1 or rounds < 1:
         raise UserError("bench --pipeline: --workers must be >= 0; --batch-size, --data-steps and --rounds >= 1")
     cfg = dataclasses.replace(cfg) if cfg is not None else DataCfg(dataset=dataset)
-    cfg.data_dir, cfg.workers = str(data_dir), workers
+    cfg.data_dir, cfg.workers, cfg.gpu_decode = str(data_dir), workers, gpu_decode or cfg.gpu_decode
     if image_size:
         cfg.image_size = image_size
     dev = resolve_device(device)
@@ -165,7 +170,7 @@ def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: st
     per = max(workers, 1)
     result = {"data_dir": str(data_dir), "split": str(split_dir), "pipeline": pipeline, "images": len(ours),
               "classes": len(ours.classes), "image_size": pre["image_size"], "batch_size": batch_size,
-              "workers": workers, "device": str(dev), "steps": steps, "rounds": rounds}
+              "workers": workers, "device": str(dev), "steps": steps, "rounds": rounds, "gpu_decode": cfg.gpu_decode}
     for name in loaders:
         med = statistics.median(rates[name])
         result[name] = {"img_per_s": med, "img_per_s_per_worker": med / per, "rounds": rates[name]}
@@ -191,7 +196,8 @@ def format_pipeline(r: dict) -> str:
              f"{r['image_size']}x{r['image_size']}, batch {r['batch_size']}, {who}, device {r['device']}; "
              f"medians of {r['rounds']} alternating rounds of {r['steps']} batches",
              f"{'pipeline':<52}{'img/s':>9}{'per worker':>12}{'ratio':>8}   output mean (R,G,B) / std"]
-    names = {"inception": "inception loader (uint8 batches to the device)",
+    names = {"inception": "inception loader (uint8 batches to the device)" if not r.get("gpu_decode")
+             else "inception loader (JPEGs decoded on the device)",
              "inception+normalize": f"inception + normalization on the device ({r['device']})",
              "torchvision": "torchvision ImageFolder + PIL + transforms"}
     for key in ("inception", "inception+normalize", "torchvision"):

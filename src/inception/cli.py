@@ -281,7 +281,8 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
                             model_name=args.models[0] if args.models else "googlenet", image_size=args.image_size,
                             batch_size=args.batch_size[0] if args.batch_size else 64,
                             workers=2 if args.workers is None else args.workers, steps=args.data_steps,
-                            rounds=args.rounds, device=args.device, baseline=args.baseline)
+                            rounds=args.rounds, device=args.device, baseline=args.baseline,
+                            gpu_decode=args.gpu_decode)
     print(format_pipeline(result))
     if args.json:
         import json
@@ -530,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "img/s in total and per worker, the ratio, and the outputs' statistics")
     p.add_argument("--rounds", type=int, default=5, help="--pipeline: alternating rounds (one epoch or --data-steps "
                                                           "batches each); medians are reported")
+    p.add_argument("--gpu-decode", action="store_true",
+                   help="--pipeline: decode the JPEGs on --device in batches (data.gpu_decode; nvJPEG on CUDA)")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="--pipeline: also time the torchvision baseline (needs class folders)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")

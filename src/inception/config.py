@@ -60,6 +60,10 @@ class DataCfg:
         "fast", "image files (folder, list): fast decodes, crops and resizes each image in one step (reduced-size "
         "JPEG decoding, uint8 until the device, normalized there); torchvision runs the plain PIL + transforms "
         "presets. Both draw the same crops and flips")
+    gpu_decode: bool = _f(
+        False, "fast pipeline: decode JPEGs on the training device (torchvision.io.decode_jpeg, nvJPEG on CUDA) in "
+        "batches; workers only read files and draw the crops. PNG, CMYK and other files are still decoded by the "
+        "workers")
     bad_image: Literal["skip", "error"] = _f(
         "skip", "an image that cannot be decoded (corrupt, empty, not an image, too large): skip it (counted, "
         "logged and listed in skipped_images.txt) or stop with an error naming it")

@@ -198,3 +198,83 @@ def test_device_batches_wrap_a_dataloader():
     x, y = next(iter(loader))
     assert x.dtype == torch.float32 and y.tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(x[3, 0, 0, 0], torch.tensor((3 / 255 - 0.5) / 0.25))
+
+
+# --------------------------------------------------------------------------------------
+# data.gpu_decode: the batched decode on the device (run here on the CPU; -m gpu on CUDA)
+
+def _deferred_batch(files: dict, seed: int = 0, size: int = 32):
+    from inception.data.decode import collate_images
+
+    ours, plain = RandomResizedCropDecode(size, defer=True), RandomResizedCropDecode(size)
+    items, want = [], []
+    for k, data in enumerate(files.values()):
+        torch.manual_seed(seed + k)
+        items.append((ours(_enc(data, f"f{k}.jpg")), k))
+        torch.manual_seed(seed + k)
+        try:
+            image = plain(_enc(data, f"f{k}.jpg"))
+            want.append((image, min(plain.last_box[2:]) < 2 * size))   # False: the worker's DCT-scaled decode
+        except ImageReadError:
+            want.append((None, False))
+    return collate_images(items), want
+
+
+def test_deferred_decode_equals_the_worker_decode():
+    """Same seeds: the device decode of a batch (JPEGs deferred, a PNG and a CMYK JPEG
+    decoded by the workers) gives exactly the worker pipeline's pixels."""
+    from inception.data.decode import Deferred, DeferredBatch
+
+    files = {"a": _jpeg(120, 90, seed=1), "b": _jpeg(90, 120, "L", seed=2), "c": _png(64, 64),
+             "d": _jpeg(70, 50, "CMYK"), "e": _jpeg(640, 480, seed=3), "f": _jpeg(80, 60, progressive=True)}
+    (batch, labels), want = _deferred_batch(files)
+    assert isinstance(batch, DeferredBatch) and labels.tolist() == list(range(6))
+    kinds = [isinstance(item, Deferred) for item in batch.items]
+    assert kinds == [True, True, False, False, True, True]
+    assert batch.shape == (6, 3, 32, 32)
+    images, failed = batch.decode(torch.device("cpu"))
+    assert not failed and images.dtype == torch.uint8
+    assert not all(full for _, full in want)
+    for got, (ref, full), k in zip(images, want, "abcdef"):
+        if full or k in "cd":
+            assert torch.equal(got, ref), k
+        else:     # the worker decoded at 1/2..1/8 scale (DCT scaling): close, not equal
+            assert (got.float() - ref.float()).abs().mean() < 8, k
+
+
+def test_deferred_decode_skips_or_names_a_corrupt_jpeg():
+    from inception.data.sampling import Skipped
+
+    good = _jpeg(60, 50)
+    files = {"ok": good, "bad": good[: len(good) // 2], "ok2": _jpeg(50, 60, seed=4)}
+    (batch, labels), _ = _deferred_batch(files)
+    images, failed = batch.decode(torch.device("cpu"))
+    assert images.shape[0] == 2 and [i for i, _ in failed] == [1] and "f1.jpg" in failed[0][1]
+
+    class OneBatch:
+        def __init__(self, b):
+            self.b = b
+
+        def __iter__(self):
+            yield self.b
+
+        def __len__(self):
+            return 1
+    x, y, skipped = next(iter(DeviceBatches(OneBatch((batch, labels, [])), "cpu", MEAN, STD)))
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 2]
+    assert len(skipped) == 1 and isinstance(skipped[0], Skipped) and skipped[0].path == "f1.jpg"
+    with pytest.raises(ImageReadError, match="f1.jpg.*data.bad_image: skip"):
+        next(iter(DeviceBatches(OneBatch((batch, labels, [])), "cpu", MEAN, STD, bad_image="error")))
+    with pytest.raises(ImageReadError, match="f1.jpg"):
+        next(iter(DeviceBatches(OneBatch((batch, labels)), "cpu", MEAN, STD)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decode_matches_the_cpu_decode():
+    files = {k: _jpeg(320 + 10 * k, 240, seed=k) for k in range(8)}
+    (batch, _), want = _deferred_batch(files, size=64)
+    images, failed = batch.decode(torch.device("cuda"))
+    assert not failed and images.is_cuda and images.shape == (8, 3, 64, 64)
+    for got, (ref, _) in zip(images.cpu(), want):     # nvJPEG and a float resize: close to libjpeg-turbo's
+        assert (got.float() - ref.float()).abs().mean() < 3

@@ -402,3 +402,18 @@ def test_elastic_restart_after_a_rank_dies(data, tmp_path):
     final = load_checkpoint(out / "checkpoints" / "last.pt")
     assert final["epoch"] == 20 and final["global_step"] == 20 * STEPS_PER_EPOCH
     assert "resumed from" in (out / "train.log").read_text()
+
+
+def test_gpu_decode_trains_exactly_like_the_worker_decode(data, tmp_path):
+    """data.gpu_decode (here on the CPU): the same batches, so the same final weights. (At
+    24x24 from 48x40 images no crop is twice the output, so the workers decode at full size
+    too rather than DCT-scaled.)"""
+    a = train(_tiny_cfg(data, tmp_path / "a", **{"train.epochs": 1, "data.image_size": 24}), progress=False)
+    b = train(_tiny_cfg(data, tmp_path / "b", **{"train.epochs": 1, "data.image_size": 24, "data.gpu_decode": True}),
+              progress=False)
+    wa, _ = _weights(a.run_dir)
+    wb, _ = _weights(b.run_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(UserError, match="data.gpu_decode needs the fast pipeline"):
+        train(_tiny_cfg(data, tmp_path / "c", **{"data.gpu_decode": True, "data.pipeline": "torchvision"}),
+              progress=False)

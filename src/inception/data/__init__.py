@@ -83,16 +83,20 @@ def fast_transforms(cfg: DataCfg, dc: DataConfig) -> tuple | None:
     datasets, or None where it does not apply (``data.pipeline: torchvision``, the cifar
     preset, colour jitter): those use the torchvision presets."""
     if cfg.pipeline != "fast" or augment_preset(cfg) not in ("imagenet", "none") or cfg.color_jitter:
+        if cfg.gpu_decode:
+            raise UserError("data.gpu_decode needs the fast pipeline (data.pipeline: fast) with the imagenet or none "
+                            "augmentation and no color_jitter; set data.gpu_decode: false")
         return None
     from .decode import CenterCropDecode, RandomResizedCropDecode
 
     size, pre = image_size(cfg, dc), eval_preprocessing(cfg, dc)
     if augment_preset(cfg) == "imagenet":
         train = RandomResizedCropDecode(size, scale=cfg.crop_scale, interpolation=dc.interpolation,
-                                        hflip=hflip_enabled(cfg))
+                                        hflip=hflip_enabled(cfg), defer=cfg.gpu_decode)
     else:   # none: Resize(size) + CenterCrop(size)
-        train = CenterCropDecode(size, resize_size=size, interpolation=dc.interpolation)
-    evaluate = CenterCropDecode(size, resize_size=pre["resize_size"], interpolation=dc.interpolation)
+        train = CenterCropDecode(size, resize_size=size, interpolation=dc.interpolation, defer=cfg.gpu_decode)
+    evaluate = CenterCropDecode(size, resize_size=pre["resize_size"], interpolation=dc.interpolation,
+                                defer=cfg.gpu_decode)
     return train, evaluate, (tuple(dc.mean), tuple(dc.std))
 
 

@@ -74,18 +74,37 @@ def _fail(name: str, e: Exception) -> ImageReadError:
     return ImageReadError(f"cannot read image '{name}' ({reason}); replace or delete the file")
 
 
-def decode_box(image: EncodedImage, box_fn, size: int, interpolation: str = "bilinear") -> tuple[Tensor, tuple]:
+class Deferred(NamedTuple):
+    """A JPEG whose decode, crop, resize and flip are left to the device (``data.gpu_decode``):
+    its bytes (a 1-D uint8 tensor), the box in its pixels, the output size, the interpolation
+    and the flip drawn for it."""
+
+    data: Tensor
+    box: tuple
+    size: int
+    interpolation: str
+    flip: bool
+    name: str
+
+
+def decode_box(image: EncodedImage, box_fn, size: int, interpolation: str = "bilinear",
+               defer: bool = False) -> tuple[Tensor | Deferred, tuple]:
     """Decode the part of ``image`` that ``box_fn(width, height) -> (top, left, h, w)`` (in
     the original image's pixels) selects, resized to ``size x size``.
 
     Returns ``(3 x size x size uint8 tensor, box)``; an unusable file is an
-    :class:`~inception.data.folder.ImageReadError` naming it.
+    :class:`~inception.data.folder.ImageReadError` naming it. With ``defer``, a baseline or
+    progressive RGB / grayscale JPEG is not decoded here: a :class:`Deferred` record comes
+    back instead, for :class:`DeferredBatch` to decode on the device.
     """
     header = jpeg_size(image.data)
     if header is not None:           # the common case, without PIL: a JPEG decoded at full size
         width, height = header
         _bomb_check(width, height, image.name)
         top, left, h, w = box_fn(width, height)
+        if defer and jpeg_components(image.data) in (1, 3):
+            data = torch.frombuffer(image.data, dtype=torch.uint8)
+            return Deferred(data, (top, left, h, w), size, interpolation, False, image.name), (top, left, h, w)
         if min(w, h) < 2 * size:
             try:
                 pixels = decode_jpeg(torch.frombuffer(image.data, dtype=torch.uint8), mode=ImageReadMode.RGB)
@@ -136,6 +155,17 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}     # start-of-frame ma
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` from a JPEG's frame header, or None when ``data`` is not a JPEG
     this parser understands (PIL then reads it). Much cheaper than opening it with PIL."""
+    frame = _jpeg_frame(data)
+    return None if frame is None else frame[:2]
+
+
+def jpeg_components(data: bytes) -> int | None:
+    """The number of colour components of a JPEG (1 gray, 3 YCbCr/RGB, 4 CMYK/YCCK)."""
+    frame = _jpeg_frame(data)
+    return None if frame is None else frame[2]
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     if data[:2] != b"\xff\xd8":
         return None
     i, n = 2, len(data)
@@ -149,7 +179,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
                 continue
             if marker in _SOF:
                 height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-                return (width, height) if width and height else None
+                return (width, height, data[i + 9]) if width and height else None
             if 0xD0 <= marker <= 0xD9 or marker == 0x01:    # no length
                 i += 2
                 continue
@@ -210,8 +240,9 @@ class RandomResizedCropDecode:
     """
 
     def __init__(self, size: int, *, scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bilinear", hflip: bool = True) -> None:
-        self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bilinear", hflip: bool = True,
+                 defer: bool = False) -> None:
+        self.size, self.scale, self.ratio, self.defer = size, tuple(scale), tuple(ratio), defer
         self.interpolation, self.hflip = interpolation, hflip
         self._log_ratio = tuple(torch.log(torch.tensor(self.ratio)).tolist())   # as torchvision computes it
         interpolation_mode(interpolation)    # a bad name fails here, not in a worker
@@ -222,10 +253,10 @@ class RandomResizedCropDecode:
         (given a zero-copy tensor of the image's size: it reads only the size)."""
         return rrc_params(width, height, self.scale, self._log_ratio)
 
-    def __call__(self, image: EncodedImage) -> Tensor:
-        out, self.last_box = decode_box(image, self.box, self.size, self.interpolation)
+    def __call__(self, image: EncodedImage) -> Tensor | Deferred:
+        out, self.last_box = decode_box(image, self.box, self.size, self.interpolation, self.defer)
         if self.hflip and torch.rand(1).item() < 0.5:
-            out = out.flip(-1)
+            out = out._replace(flip=True) if isinstance(out, Deferred) else out.flip(-1)
         return out
 
     def __repr__(self) -> str:
@@ -239,8 +270,8 @@ class CenterCropDecode:
     original image, so only that box is resized."""
 
     def __init__(self, size: int, *, crop_pct: float = 0.875, resize_size: int | None = None,
-                 interpolation: str = "bilinear") -> None:
-        self.size, self.interpolation = size, interpolation
+                 interpolation: str = "bilinear", defer: bool = False) -> None:
+        self.size, self.interpolation, self.defer = size, interpolation, defer
         self.resize_size = resize_size or int(size / crop_pct)
         interpolation_mode(interpolation)
 
@@ -253,9 +284,98 @@ class CenterCropDecode:
         sy, sx = height / rh, width / rw
         return top * sy, left * sx, self.size * sy, self.size * sx
 
-    def __call__(self, image: EncodedImage) -> Tensor:
-        return decode_box(image, self.box, self.size, self.interpolation)[0]
+    def __call__(self, image: EncodedImage) -> Tensor | Deferred:
+        return decode_box(image, self.box, self.size, self.interpolation, self.defer)[0]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(size={self.size}, resize_size={self.resize_size}, "
                 f"interpolation={self.interpolation})")
+
+
+# --------------------------------------------------------------------------------------
+# Decoding on the device (data.gpu_decode)
+
+class DeferredBatch:
+    """A batch whose images are :class:`Deferred` JPEGs or ready ``3 x size x size`` uint8
+    tensors (files the device does not decode: PNG, CMYK...). :meth:`decode` makes the
+    uint8 batch on the device: one batched ``torchvision.io.decode_jpeg`` call (nvJPEG on
+    CUDA), then per image the crop (a view), an antialiased resize and the flip there."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def shape(self) -> tuple:
+        first = self.items[0]
+        size = first.size if isinstance(first, Deferred) else first.shape[-1]
+        return (len(self.items), 3, size, size)
+
+    def decode(self, device: torch.device) -> tuple[Tensor, list[tuple[int, str]]]:
+        """``(uint8 N' x 3 x size x size on device, [(index, message)] of the images that
+        could not be decoded)``: N' = N minus those."""
+        device = torch.device(device)
+        deferred = [i for i, item in enumerate(self.items) if isinstance(item, Deferred)]
+        decoded: dict[int, Tensor | str] = {}
+        if deferred:
+            datas = [self.items[i].data for i in deferred]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pixels = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+                decoded.update(zip(deferred, pixels))
+            except RuntimeError:           # one bad file fails the batch: one at a time, then on the CPU
+                for i, data in zip(deferred, datas):
+                    decoded[i] = _decode_one(data, device, self.items[i].name)
+        out, failed = [], []
+        for i, item in enumerate(self.items):
+            if not isinstance(item, Deferred):
+                out.append(item.to(device, non_blocking=True))
+                continue
+            pixels = decoded[i]
+            if isinstance(pixels, str):
+                failed.append((i, pixels))
+                continue
+            image = _resize_on_device(pixels, item.box, item.size, item.interpolation)
+            out.append(image.flip(-1) if item.flip else image)
+        if not out:
+            return torch.empty(0, *self.shape[1:], dtype=torch.uint8, device=device), failed
+        return torch.stack(out), failed
+
+
+def _decode_one(data: Tensor, device: torch.device, name: str) -> Tensor | str:
+    for where in ([device, torch.device("cpu")] if device.type != "cpu" else [device]):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return decode_jpeg(data, mode=ImageReadMode.RGB, device=where).to(device)
+        except RuntimeError as e:
+            error = e
+    return str(_fail(name, error))
+
+
+def _resize_on_device(pixels: Tensor, box: tuple, size: int, interpolation: str) -> Tensor:
+    """:func:`_resize_box` where uint8 antialiased kernels may be missing (CUDA): in float,
+    rounded back to uint8."""
+    if pixels.device.type == "cpu":
+        return _resize_box(pixels, box, size, interpolation)
+    top, left, h, w = box
+    H, W = pixels.shape[-2:]
+    t, l_ = min(max(int(round(top)), 0), H - 1), min(max(int(round(left)), 0), W - 1)
+    b, r = min(max(int(round(top + h)), t + 1), H), min(max(int(round(left + w)), l_ + 1), W)
+    crop = pixels[None, :, t:b, l_:r].float()
+    mode = interpolation if interpolation in _UINT8_MODES else "bilinear"
+    out = F.interpolate(crop, size=(size, size), mode=mode, antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255)[0].to(torch.uint8)
+
+
+def collate_images(items: list) -> tuple:
+    """``default_collate`` for ``(image, label)`` samples, except that a batch with any
+    :class:`Deferred` image becomes a :class:`DeferredBatch`."""
+    from torch.utils.data._utils.collate import default_collate
+
+    if any(isinstance(image, Deferred) for image, _ in items):
+        return DeferredBatch([image for image, _ in items]), torch.tensor([label for _, label in items])
+    return default_collate(items)

@@ -11,6 +11,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import UserError
 
 
+def _collate_images(items: list):
+    from .decode import collate_images
+
+    return collate_images(items)
+
+
 def seed_worker(worker_id: int) -> None:
     """Seed numpy and ``random`` in a worker from torch's per-worker seed, which the loader
     derives from its generator (so it too is fixed by ``seed``)."""
@@ -27,8 +33,9 @@ class DeviceBatches:
     the DataLoader's."""
 
     def __init__(self, loader: DataLoader, device: torch.device, mean, std, *, channels_last: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, bad_image: str = "skip") -> None:
         self.loader, self.device, self.channels_last, self.dtype = loader, torch.device(device), channels_last, dtype
+        self.bad_image = bad_image
         std_t = torch.tensor(std, dtype=torch.float32)
         self.scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, -1, 1, 1).to(self.device)
@@ -42,12 +49,34 @@ class DeviceBatches:
         return x if self.dtype == torch.float32 else x.to(self.dtype)
 
     def __iter__(self):
+        from .decode import DeferredBatch
+
         for batch in self.loader:
             images, labels, *rest = batch
+            if isinstance(images, DeferredBatch):      # data.gpu_decode: the JPEGs are decoded here
+                images, failed = images.decode(self.device)
+                if failed:
+                    labels, rest = self._drop(labels, rest, failed)
+                if len(labels) == 0:
+                    images = None
             if images is not None:
                 images = self.prepare(images)
                 labels = labels.to(self.device, non_blocking=True)
             yield (images, labels, *rest)
+
+    def _drop(self, labels: torch.Tensor, rest: list, failed: list) -> tuple:
+        """Labels without the images that failed to decode on the device; the failures join
+        the batch's skipped-image records (``data.bad_image: skip``) or stop with one line."""
+        from .folder import ImageReadError
+        from .sampling import Skipped
+
+        if self.bad_image == "error" or not (rest and isinstance(rest[0], list)):
+            raise ImageReadError(failed[0][1] + (" (or set data.bad_image: skip to skip such files)"
+                                                 if self.bad_image == "error" else ""))
+        bad = {i for i, _ in failed}
+        keep = torch.tensor([i not in bad for i in range(len(labels))])
+        names = [msg.split("'")[1] if "'" in msg else "?" for _, msg in failed]
+        return labels[keep], [rest[0] + [Skipped(n, m) for n, (_, m) in zip(names, failed)], *rest[1:]]
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -85,9 +114,10 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=collate_fn,
+        collate_fn=collate_fn or (_collate_images if getattr(dataset, "normalize", None) else None),
     )
     normalize = getattr(dataset, "normalize", None)
     if normalize is None:
         return loader
-    return DeviceBatches(loader, device, *normalize, channels_last=channels_last)
+    return DeviceBatches(loader, device, *normalize, channels_last=channels_last,
+                         bad_image=getattr(dataset, "bad_image", "skip"))

@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from torch.utils.data._utils.collate import default_collate
 
 from ..errors import UserError
 
@@ -116,5 +115,7 @@ def collate_skipping(batch: list) -> tuple:
     skipped = [item for item in batch if isinstance(item, Skipped)]
     if not good:
         return None, None, skipped
-    images, labels = default_collate(good)
+    from .decode import collate_images
+
+    images, labels = collate_images(good)
     return images, labels, skipped
