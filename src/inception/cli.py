@@ -57,7 +57,24 @@ TRAIN_FLAGS = [
     ("--output-dir", "train.output_dir", str, "run directory"),
     ("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps"),
     ("--seed", "train.seed", int, "random seed"),
+    ("--backbone-lr-scale", "model.backbone_lr_scale", float, "fine-tuning: backbone lr = lr x this"),
+    ("--time-limit", "train.time_limit", str, "stop cleanly after this wall time (3600, 90m, 1h30m, 2h), "
+                                              "checkpoint, evaluate and report"),
 ]
+
+# Switches: present means true.
+TRAIN_SWITCHES = [
+    ("--freeze-backbone", "model.freeze_backbone", "fine-tuning: train only the classifier (and aux heads)"),
+    ("--freeze-bn", "model.freeze_bn", "keep every BatchNorm's running statistics as loaded"),
+    ("--tensorboard", "train.tensorboard", "also log metrics to RUN/tensorboard (needs tensorboard)"),
+]
+
+
+def _config_default(key: str):
+    from .config import Config
+
+    section, name = key.split(".")
+    return getattr(getattr(Config(), section), name)
 
 
 RECIPES = Path(__file__).resolve().parent / "configs"
@@ -87,6 +104,9 @@ def train_overrides(args: argparse.Namespace) -> dict:
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
             overrides[key] = value
+    for flag, key, _ in TRAIN_SWITCHES:
+        if getattr(args, flag.lstrip("-").replace("-", "_"), False):
+            overrides[key] = True
     for item in getattr(args, "set", None) or []:
         key, value = parse_override(item)
         overrides[key] = value
@@ -123,6 +143,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     result = train(cfg, resume=resume, auto_resume=not args.no_resume)
+    if result.stopped_by == "time limit":
+        if os.environ.get("RANK", "0") in ("", "0"):
+            m = result.last_metrics
+            print(f"time limit {cfg.train.time_limit} reached after {m['elapsed_s']:.0f} s: run {result.run_dir}, "
+                  f"epoch {m['epoch_progress']:.2f} of {cfg.train.epochs} (step {result.global_step}), loss "
+                  f"{m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}% top-5 {m['val_top5']:.2f}%; checkpoint "
+                  "saved, the same command without --time-limit continues")
+        return 0
     if result.stopped_by:
         print(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint in "
               f"{result.run_dir / 'checkpoints'}; run the same command to continue", file=sys.stderr)
@@ -154,9 +182,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     r = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, split=args.split,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
-                            json_path=args.json, progress=sys.stderr.isatty())
+                            json_path=args.json, progress=sys.stderr.isatty(), report_dir=args.report)
     print(f"top1={r['top1']:.2f}% top5={r['top5']:.2f}% loss={r['loss']:.4f} images={r['count']} "
           f"img/s={r['img_per_s']:.1f} ({r['arch']}, {r['dataset']} {r['split']}, {r['checkpoint']})")
+    for line in r.get("report_lines", []):
+        print(line)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .report import plot_runs
+
+    print(f"wrote {plot_runs(args.runs, args.output)}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .report import format_runs, list_runs
+
+    infos = list_runs(args.dir)
+    if args.json:
+        import json
+
+        print(json.dumps(infos, indent=1))
+    else:
+        for line in format_runs(infos):
+            print(line)
     return 0
 
 
@@ -348,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inception {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings and results only (no progress or per-step lines)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("models", help="list the models, or summarise one",
@@ -362,20 +415,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML recipe: a path or a bundled recipe name from configs/ (e.g. googlenet_cifar10); "
                         "default: demo (GoogLeNet on the built-in digits)")
     for flag, key, typ, text in TRAIN_FLAGS:
-        p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f"{text} [{key}]")
+        p.add_argument(flag, type=typ, default=argparse.SUPPRESS,
+                       help=f"{text} [{key}; default: the recipe's, else {_config_default(key)!r}]")
+    for flag, key, text in TRAIN_SWITCHES:
+        p.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
+                       help=f"{text} [{key}=true; default: the recipe's, else false]")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
-                   help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2")
+                   help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2 "
+                        "(repeatable; default: none)")
     p.add_argument("--resume", default=argparse.SUPPRESS, metavar="RUN_DIR|CKPT",
-                   help="continue a run from its last checkpoint (same LR schedule, epoch and step)")
+                   help="continue a run from its last checkpoint (same LR schedule, epoch and step); default: "
+                        "--output-dir's newest checkpoint when it has one (see --no-resume)")
     p.add_argument("--nproc", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="data-parallel training on N devices of this node: starts torchrun with N processes "
-                        "(for several nodes, run torchrun yourself; see the README)")
+                        "(for several nodes, run torchrun yourself; see the README); default: 1, or torchrun's")
     p.add_argument("--no-resume", action="store_true",
                    help="start from scratch even if --output-dir already holds checkpoints (by default the run "
                         "continues from its newest good checkpoint)")
     p.add_argument("--max-restarts", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="with --nproc: torchrun restarts the processes up to N times when one dies; they resume "
-                        "from the newest checkpoint")
+                        "from the newest checkpoint (default: 0)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)
@@ -389,7 +448,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write a confusion-matrix PNG, per_class.csv and report.json to DIR and print per-class "
+                        "accuracy")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="PNG curves of one or more runs (loss, lr, top-1/top-5, img/s)", formatter_class=fmt,
+                       description="Plot training loss, learning rate, validation top-1/top-5 and img/s from each "
+                                   "run's metrics.jsonl; several runs are overlaid for comparison.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `inception train`")
+    p.add_argument("--output", "-o", default=None, metavar="FILE.png",
+                   help="default: RUN_DIR/curves.png for one run, ./curves.png for several")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("runs", help="list runs: model, dataset, epochs, best top-1, status", formatter_class=fmt,
+                       description="List the runs under DIR (folders with config.yaml and metrics.jsonl), newest "
+                                   "first, with their status: running, finished, interrupted (a signal or a time "
+                                   "limit; resumable), failed (an error) or failed (killed).")
+    p.add_argument("dir", nargs="?", default="runs", help="folder holding run directories")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("check-data", help="scan a dataset for unreadable images and report per-class counts",
                        formatter_class=fmt,
@@ -546,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     rank = int(os.environ.get("RANK", "0") or 0)   # under torchrun only rank 0 talks
-    level = logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING
+    level = logging.DEBUG if args.verbose else logging.INFO if rank == 0 and not args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:  # step lines already shown in a progress bar
         handler.addFilter(lambda record: not getattr(record, "in_progress_bar", False))

@@ -36,6 +36,12 @@ class ModelCfg:
     options: dict = _f({}, "model options passed to create_model, e.g. {aux_logits: true, dropout: 0.3}")
     pretrained: str | None = _f(None, "weights to start from (.pth/.pt/.safetensors, ours, torchvision or timm)")
     aux_weight: float = _f(0.3, "weight of each auxiliary head's loss (models built with aux_logits)", ge=0)
+    freeze_backbone: bool = _f(False, "fine-tuning: train only the classifier (and aux heads); the backbone's "
+                                      "weights and BatchNorm statistics stay as loaded")
+    backbone_lr_scale: float = _f(1.0, "fine-tuning: the backbone's learning rate is optim.lr x this (0.1: a "
+                                       "gentler update of pretrained features)", ge=0)
+    freeze_bn: bool = _f(False, "keep every BatchNorm's running statistics as loaded (BatchNorm layers stay in "
+                                "eval mode while training; useful with small batches)")
 
 
 @dataclass
@@ -118,6 +124,9 @@ class TrainCfg:
     channels_last: bool | None = _f(None, "NHWC memory format; default: on for CUDA")
     compile: bool = _f(False, "torch.compile the model")
     sync_bn: bool = _f(False, "distributed: synchronise BatchNorm statistics across processes")
+    time_limit: str | None = _f(None, "stop cleanly after this wall time (3600, 90m, 1h30m, 2h): checkpoint, "
+                                      "evaluate, print the epoch reached, loss and top-1/top-5; resume to go on")
+    tensorboard: bool = _f(False, "also log the metrics to RUN/tensorboard (needs `pip install tensorboard`)")
     max_bad_steps: int = _f(
         10, "stop after this many consecutive steps with a NaN/Inf loss (each one is skipped, not applied)", ge=1)
 
@@ -288,6 +297,25 @@ def validate(cfg: Config) -> None:
         raise UserError(f"optim.betas {cfg.optim.betas} must be two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset != "digits" and not cfg.data.data_dir:
         raise UserError(f"data.dataset '{cfg.data.dataset}' needs data.data_dir (--data-dir PATH)")
+    if cfg.train.time_limit is not None:
+        parse_duration(cfg.train.time_limit, "train.time_limit")
+
+
+def parse_duration(text, what: str = "duration") -> float:
+    """Seconds in ``3600``, ``45s``, ``90m``, ``1h30m``, ``2h``, ``1.5h``, ``1d``."""
+    import re
+
+    value = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise UserError(f"{what} '{text}' is not a duration; write e.g. 3600, 90m, 1h30m or 2h")
+        seconds = sum(float(n) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise UserError(f"{what} '{text}' must be longer than 0")
+    return seconds
 
 
 def describe() -> str:

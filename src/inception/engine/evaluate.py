@@ -28,10 +28,12 @@ def restore_model(checkpoint: str | Path) -> tuple:
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, dataset: str | None = None,
                         split: str | None = None, batch_size: int | None = None, device: str = "auto",
                         workers: int | None = None, json_path: str | Path | None = None,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, report_dir: str | Path | None = None) -> dict:
     """Evaluate ``checkpoint`` (a file or a run directory) on the data it was trained on,
     or on ``data_dir`` / ``dataset`` / ``split`` when given. Labels follow the checkpoint's
-    class names, so any folder with the same classes (or a subset) can be used."""
+    class names, so any folder with the same classes (or a subset) can be used. With
+    ``report_dir``, a confusion-matrix PNG, a per-class CSV and a JSON report are written
+    there, and ``report_lines`` (the per-class table) comes back."""
     model, ckpt, cfg, path = restore_model(checkpoint)
     if dataset:
         apply(cfg, {"data": {"dataset": dataset}}, " (command line)")
@@ -44,9 +46,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     ds = build_eval_dataset(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"])
     loader = build_loader(ds, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers,
                           seed=0, device=dev)
-    result = evaluate(model, loader, dev, progress=progress)
+    classes = list(ckpt["class_names"])
+    result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None)
     result.update(checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
                   dataset=cfg.data.dataset, split=split or cfg.data.val_split)
+    if report_dir:
+        from ..report import write_eval_report
+
+        confusion = result.pop("confusion")
+        result["report_lines"] = write_eval_report(result, confusion, classes, report_dir)
     if json_path:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
     return result

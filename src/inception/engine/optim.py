@@ -67,19 +67,40 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict]:
-    """One group, or two when BatchNorm parameters and biases (every parameter of one
-    dimension or less) are excluded from weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not no_decay_bn_bias or weight_decay == 0:
-        return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool, *, lr: float | None = None,
+                 backbone_lr_scale: float = 1.0) -> list[dict]:
+    """The trainable parameters in groups: split by weight decay when BatchNorm parameters
+    and biases (every parameter of one dimension or less) are excluded from it, and into
+    head and backbone (:mod:`~inception.engine.finetune`) when the backbone's learning rate
+    is ``backbone_lr_scale`` x ``lr``. Empty groups are left out."""
+    from .finetune import is_head
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    parts = [(named, 1.0)]
+    if backbone_lr_scale != 1.0:
+        parts = [([(n, p) for n, p in named if is_head(model, n)], 1.0),
+                 ([(n, p) for n, p in named if not is_head(model, n)], backbone_lr_scale)]
+    groups = []
+    for members, scale in parts:
+        extra = {"lr": lr * scale} if lr is not None else {}
+        if not no_decay_bn_bias or weight_decay == 0:
+            splits = [([p for _, p in members], weight_decay)]
+        else:
+            splits = [([p for _, p in members if p.ndim > 1], weight_decay),
+                      ([p for _, p in members if p.ndim <= 1], 0.0)]
+        groups += [{"params": ps, "weight_decay": wd, **extra} for ps, wd in splits if ps]
+    return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimCfg, device: torch.device | None = None) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias)
+def build_optimizer(model: nn.Module, cfg: OptimCfg, device: torch.device | None = None, *,
+                    backbone_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias, lr=cfg.lr,
+                          backbone_lr_scale=backbone_lr_scale)
+    if not groups:
+        from ..errors import UserError
+
+        raise UserError("no parameter is left to train (every one is frozen); drop model.freeze_backbone or "
+                        "give the model a classifier")
     # One fused kernel for the whole update on CUDA; foreach (batched) kernels elsewhere.
     fast = {"fused": True} if device is not None and device.type == "cuda" else {"foreach": True}
     if cfg.name == "sgd":
@@ -125,5 +146,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleCfg, *, steps
                     epochs: int) -> LambdaLR:
     """A per-step scheduler (call ``.step()`` after every optimizer step). Its state is the
     step count, so a resumed run continues the same schedule."""
-    base_lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+    base_lr = max(g.get("initial_lr", g["lr"]) for g in optimizer.param_groups)
     return LambdaLR(optimizer, lr_factor_fn(cfg, lr=base_lr, steps_per_epoch=steps_per_epoch, epochs=epochs))

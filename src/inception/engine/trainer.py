@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, apply, set_key, validate
+from ..config import Config, apply, parse_duration, set_key, validate
 from ..data import build_datasets, build_loader
 from ..errors import UserError
 from ..models import AuxOutputs, create_model, read_weights, weights_data_config, apply_weights
@@ -38,6 +38,7 @@ from . import distributed as dist_utils
 from .amp import Precision
 from .checkpoint import CheckpointManager, load_checkpoint, load_latest, resolve_checkpoint
 from .metrics import MetricsLog, ShardSampler, evaluate, topk_correct
+from .finetune import freeze_backbone, freeze_batchnorm
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("inception")
@@ -118,6 +119,48 @@ class StopRequest:
 
 
 class _Stop(Exception):
+    """Leaves the loop after a checkpoint: ``reason`` is "signal" or "time limit"."""
+
+    def __init__(self, reason: str = "signal", loss: float = float("nan"), elapsed: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason, self.loss, self.elapsed = reason, loss, elapsed
+
+
+def _time_limit_result(*, raw_model, val_loader, device, precision, criterion, progress, main, metrics_log, cfg,
+                       run_dir, epoch, epoch_step, steps_per_epoch, global_step, best_top1, loss, losses, elapsed,
+                       skipped_images) -> TrainResult:
+    """The time limit's report: evaluate the model as checkpointed and say where the run got to."""
+    dist_utils.broadcast_buffers(raw_model)
+    with precision.autocast():
+        val = evaluate(raw_model, val_loader, device, criterion=criterion, progress=progress)
+    epochs_done = epoch + (epoch_step / steps_per_epoch)
+    metrics = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"], "val_count": val["count"],
+               "train_loss": loss, "epoch_progress": epochs_done, "elapsed_s": elapsed}
+    if main:
+        metrics_log.write({"kind": "time_limit", "epoch": round(epochs_done, 3), "step": global_step, **metrics})
+        log.info("time limit %s reached after %.0f s: epoch %.2f of %d (step %d), loss %.4f, val top-1 %.2f%% "
+                 "top-5 %.2f%%; checkpoint in %s (run the same command without --time-limit, or with a larger one, "
+                 "to go on)", cfg.train.time_limit, elapsed, epochs_done, cfg.train.epochs, global_step, loss,
+                 val["top1"], val["top5"], run_dir / "checkpoints")
+        write_status(run_dir, "stopped", reason="time limit", epoch=epochs_done, val_top1=val["top1"])
+    return TrainResult(run_dir=run_dir, epochs_done=epoch, global_step=global_step, best_top1=max(best_top1, val["top1"]),
+                       last_metrics=metrics, losses=losses, stopped_by="time limit", exit_code=0,
+                       skipped_images=skipped_images)
+
+
+def write_status(run_dir: Path, status: str, **extra) -> None:
+    """``RUN/status.json``: running (with this process's pid and host), finished, stopped
+    (signal or time limit) or failed; ``inception runs`` reads it."""
+    import json
+    import socket
+
+    from ..utils import atomic_write_text
+
+    record = {"status": status, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), **extra}
+    try:
+        atomic_write_text(run_dir / "status.json", json.dumps(record) + "\n")
+    except OSError as e:           # never fail a run for its status file
+        log.warning("could not write %s: %s", run_dir / "status.json", e)
     """Unwinds the loop after the stop checkpoint was written."""
 
 
@@ -280,6 +323,8 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
 
 def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: torch.device, auto_resume: bool,
            stop: StopRequest) -> TrainResult:
+    started = time.monotonic()
+    time_limit = parse_duration(cfg.train.time_limit, "train.time_limit") if cfg.train.time_limit else None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)            # the same on every rank: identical initial weights
@@ -339,6 +384,9 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
     model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
     if weights:
         apply_weights(model, *weights, path=cfg.model.pretrained)
+    if cfg.model.freeze_backbone:
+        frozen = freeze_backbone(model)
+        log.info("frozen backbone: %.2fM parameters; training the classifier only", frozen / 1e6)
     model.data_config = data_config
     if ckpt is not None:
         apply_weights(model, ckpt["model"], ckpt, path=resume)
@@ -353,7 +401,7 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
     train_loader = _train_loader(train_set, cfg, info, device, channels_last, image_size)
     val_loader = _val_loader(val_set, cfg, info, device, channels_last, image_size)
     steps_per_epoch = len(train_loader)
-    optimizer = build_optimizer(raw_model, cfg.optim, device)
+    optimizer = build_optimizer(raw_model, cfg.optim, device, backbone_lr_scale=cfg.model.backbone_lr_scale)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs)
     precision = Precision(cfg.train.precision, device, cfg.train.loss_scale, guard=True)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
@@ -380,14 +428,17 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
     if cfg.train.compile:
         model = torch.compile(model)
 
-    handler = None
+    handler, metrics_log = None, None
     if main:
         _check_writable(run_dir)
         handler = _file_logger(run_dir)
     try:
         if main:
             cfg.save(run_dir / "config.yaml")
-        metrics_log = MetricsLog(run_dir / "metrics.jsonl") if main else None
+        metrics_log = MetricsLog(run_dir / "metrics.jsonl",
+                                 tensorboard=run_dir / "tensorboard" if cfg.train.tensorboard else None) if main else None
+        if main:
+            write_status(run_dir, "running", model=cfg.model.name, dataset=cfg.data.dataset, epochs=cfg.train.epochs)
         ckpts = CheckpointManager(run_dir, cfg.train.keep_checkpoint_max) if main else None
         n_params = sum(p.numel() for p in raw_model.parameters())
         if main:
@@ -435,6 +486,8 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
         try:
             for epoch in range(start_epoch, cfg.train.epochs):
                 model.train()
+                if cfg.model.freeze_bn or cfg.model.freeze_backbone:
+                    freeze_batchnorm(raw_model, backbone_only=not cfg.model.freeze_bn)
                 skip = start_step if epoch == start_epoch else 0
                 # The data order is a function of (seed, epoch); a resumed epoch starts at its next batch.
                 if hasattr(train_loader, "set_epoch"):        # device-resident loader
@@ -480,19 +533,21 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                     if log_step or global_step % check_every == 0:
                         # The only host syncs of the loop: loss, bad-step streak and stop request, summed
                         # over processes so that all of them decide alike.
+                        out_of_time = time_limit is not None and time.monotonic() - started >= time_limit
                         flags = torch.stack([loss.detach().float(), bad_streak.float(),
-                                             torch.tensor(float(stop.signum is not None), device=device)])
+                                             torch.tensor(float(stop.signum is not None), device=device),
+                                             torch.tensor(float(out_of_time), device=device)])
                         dist_utils.all_reduce_sum(flags)
-                        loss_value, streak, stopping = flags.tolist()
+                        loss_value, streak, stopping, out_of_time = flags.tolist()
                         loss_value /= info.world_size
                         if streak >= cfg.train.max_bad_steps:
                             raise UserError(
                                 f"the loss was NaN/Inf for {int(streak)} consecutive steps (up to step {global_step}; "
                                 f"each was skipped); the last good checkpoint is in {run_dir / 'checkpoints'}; "
                                 "lower --lr, enable optim.grad_clip, or use bf16 instead of fp16")
-                        if stopping:
+                        if stopping or out_of_time:
                             save(epoch + 1, 0) if i + 1 == steps_per_epoch else save(epoch, i + 1)
-                            raise _Stop()
+                            raise _Stop("signal" if stopping else "time limit", loss_value, time.monotonic() - started)
                         if log_step:
                             now = time.perf_counter()
                             ips = window_images * info.world_size / max(now - window_start, 1e-9)
@@ -506,9 +561,12 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                                 log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step,
                                          loss_value, lr, ips, extra={"in_progress_bar": progress})
                             window_start, window_images = now, 0
-                    elif not info.enabled and stop.signum is not None:   # one process: stop right away
+                    elif not info.enabled and (stop.signum is not None or (
+                            time_limit is not None and time.monotonic() - started >= time_limit)):
+                        # one process: stop right away (a time limit is checked after every step)
                         save(epoch + 1, 0) if i + 1 == steps_per_epoch else save(epoch, i + 1)
-                        raise _Stop()
+                        raise _Stop("signal" if stop.signum is not None else "time limit", float(loss.detach()),
+                                    time.monotonic() - started)
                     if cfg.train.ckpt_interval and global_step % cfg.train.ckpt_interval == 0 \
                             and i + 1 < steps_per_epoch:
                         save(epoch, i + 1)
@@ -556,8 +614,16 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                              (f", skipped {int(skipped_count)} unreadable images" if skipped_count else "")
                              + (f", skipped {int(bad_total)} NaN/Inf steps" if bad_total else ""))
                 save(epoch + 1, 0, best=is_best)
-        except _Stop:
+        except _Stop as why:
+            if why.reason == "time limit":
+                return _time_limit_result(
+                    raw_model=raw_model, val_loader=val_loader, device=device, precision=precision,
+                    criterion=eval_criterion, progress=progress, main=main, metrics_log=metrics_log, cfg=cfg,
+                    run_dir=run_dir, epoch=epoch, epoch_step=i + 1, steps_per_epoch=steps_per_epoch,
+                    global_step=global_step, best_top1=best_top1, loss=why.loss, losses=losses,
+                    elapsed=why.elapsed, skipped_images=skipped_total)
             if main:
+                write_status(run_dir, "stopped", reason=stop.name)
                 log.warning("stopped by %s at epoch %d, step %d; checkpoint in %s; run the same command to continue",
                             stop.name, epoch + 1, global_step, run_dir / "checkpoints")
             return TrainResult(run_dir=run_dir, epochs_done=epoch, global_step=global_step, best_top1=best_top1,
@@ -571,11 +637,18 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                 log.warning("skipped %d unreadable images in all; they are listed in %s", skipped_total,
                             run_dir / "skipped_images.txt")
             log.info("finished: best val top-1 %.2f%%, run directory %s", best_top1, run_dir)
+            write_status(run_dir, "finished", best_top1=best_top1)
         dist_utils.barrier()
         return TrainResult(run_dir=run_dir, epochs_done=cfg.train.epochs, global_step=global_step,
                            best_top1=best_top1, last_metrics=last_metrics, losses=losses,
                            skipped_images=skipped_total)
+    except BaseException as e:
+        if main and not isinstance(e, KeyboardInterrupt):
+            write_status(run_dir, "failed", error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
+        raise
     finally:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+        if metrics_log is not None:
+            metrics_log.close()
