@@ -68,3 +68,11 @@ def write_images(root, counts: dict, *, size: int = 40, seed: int = 0) -> list:
             Image.fromarray(pixels).save(p, quality=90)
             paths.append(p)
     return paths
+
+
+def three_class_folder(root):
+    """train/{cat,dog,fox} (8 images each) and val (2 each): 40x48 JPEGs, the fault and
+    fine-tuning tests' tiny dataset."""
+    write_images(root / "train", {"cat": 8, "dog": 8, "fox": 8}, size=40, seed=1)
+    write_images(root / "val", {"cat": 2, "dog": 2, "fox": 2}, size=40, seed=2)
+    return root

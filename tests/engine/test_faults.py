@@ -21,17 +21,14 @@ from inception.engine.checkpoint import load_checkpoint, load_latest
 from inception.engine.trainer import train
 from inception.errors import UserError
 
-from ..conftest import write_images
+from ..conftest import three_class_folder, write_images
 
 EPOCHS, STEPS_PER_EPOCH = 3, 3
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_images(root / "train", {"cat": 8, "dog": 8, "fox": 8}, size=40, seed=1)
-    write_images(root / "val", {"cat": 2, "dog": 2, "fox": 2}, size=40, seed=2)
-    return root
+    return three_class_folder(tmp_path_factory.mktemp("data"))
 
 
 def _args(data, out, *extra):
