@@ -3,6 +3,7 @@ the eval report, `inception runs`, TensorBoard and command-line polish."""
 
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -126,10 +127,23 @@ def test_plot_report_and_runs(data, pretrained, tmp_path, capsys):
     runs = tmp_path / "runs"
     a = runs / "a"
     train(_cfg(data, a, **{"train.epochs": 2}), progress=False)
-    # an interrupted run: stopped by a signal (SIGTERM in training writes this status)
+    # an interrupted run: SIGTERM during its second step (checkpointed, resumable)
+    import inception.engine.trainer as tr
+
+    real, calls = tr.compute_loss, []
+
+    def preempted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
     b = runs / "b"
-    train(_cfg(data, b), progress=False)
-    write_status(b, "stopped", reason="SIGTERM")
+    tr.compute_loss = preempted
+    try:
+        result = train(_cfg(data, b, **{"train.epochs": 2}), progress=False)
+    finally:
+        tr.compute_loss = real
+    assert result.stopped_by == "SIGTERM" and result.global_step == 2
     # a run that was killed: its status says running, but its process is gone
     c = runs / "c"
     train(_cfg(data, c), progress=False)
@@ -155,7 +169,7 @@ def test_plot_report_and_runs(data, pretrained, tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     by_name = {line.split()[0].rsplit("/", 1)[-1]: line for line in table[1:]}
     assert "finished" in by_name["a"] and "2/2" in by_name["a"] and "googlenet" in by_name["a"]
-    assert "interrupted (SIGTERM)" in by_name["b"] and "1/1" in by_name["b"]
+    assert "interrupted (SIGTERM)" in by_name["b"] and "0/2" in by_name["b"]
     assert "failed (killed)" in by_name["c"]
     assert main(["runs", str(runs), "--json"]) == 0
     assert {r["status"] for r in json.loads(capsys.readouterr().out)} == {"finished", "interrupted (SIGTERM)",
@@ -237,3 +251,18 @@ def test_help_lists_defaults_and_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and "inception" in capsys.readouterr().out
+
+
+def test_finetune_from_a_torchvision_weight_file(two_classes, tmp_path):
+    """torchvision's googlenet state dict (.pth, 1000 classes) -> 2 classes, backbone frozen."""
+    from torchvision.models import googlenet
+
+    tv = googlenet(weights=None, aux_logits=False, init_weights=True).eval()
+    path = tmp_path / "googlenet-tv.pth"
+    torch.save(tv.state_dict(), path)
+    out = tmp_path / "ft"
+    train(_cfg(two_classes, out, **{"model.pretrained": str(path), "model.freeze_backbone": True}), progress=False)
+    after = _state(out)
+    assert after["fc.weight"].shape == (2, 1024)
+    assert torch.equal(after["conv1.conv.weight"], tv.state_dict()["conv1.conv.weight"])
+    assert torch.equal(after["inception5b.branch1.bn.running_mean"], tv.state_dict()["inception5b.branch1.bn.running_mean"])
