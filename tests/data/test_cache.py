@@ -14,7 +14,6 @@ from inception.cli import main
 from inception.config import DataCfg
 from inception.data import build_datasets
 from inception.data.cache import MANIFEST, prepare
-from inception.data.folder import load_image
 from inception.errors import UserError
 
 from .conftest import IDENTITY
@@ -129,6 +128,7 @@ def test_prepare_errors_and_cli(tmp_path, capsys):
     assert "train 10, val 6 images in 3 classes" in out and "skipped 1 unreadable" in out
     assert (tmp_path / "c" / MANIFEST).is_file()
     assert main(["prepare", str(src), str(tmp_path / "c"), "--format", "shards", "--workers", "1"]) == 0   # redo
+    assert not (tmp_path / "c" / "train").exists() and (tmp_path / "c" / "train-00000.bin").is_file()
 
 
 def test_bench_pipeline_against_the_torchvision_baseline(tmp_path, capsys):

@@ -249,7 +249,8 @@ def test_deferred_decode_skips_or_names_a_corrupt_jpeg():
     files = {"ok": good, "bad": good[: len(good) // 2], "ok2": _jpeg(50, 60, seed=4)}
     (batch, labels), _ = _deferred_batch(files)
     images, failed = batch.decode(torch.device("cpu"))
-    assert images.shape[0] == 2 and [i for i, _ in failed] == [1] and "f1.jpg" in failed[0][1]
+    assert images.shape[0] == 2 and [(i, name) for i, name, _ in failed] == [(1, "f1.jpg")]
+    assert "cannot read image 'f1.jpg'" in failed[0][2]
 
     class OneBatch:
         def __init__(self, b):

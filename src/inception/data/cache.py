@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import tarfile
 import time
 import warnings
@@ -255,6 +256,8 @@ def prepare(src: str | Path, dst: str | Path, *, max_size: int = 256, layout: st
         raise UserError("the cache cannot overwrite its source; choose another destination")
     classes, counts, items = _source_items(src)
     try:
+        if is_cache(dst):            # an earlier cache there is replaced, not mixed with the new one
+            shutil.rmtree(dst)
         dst.mkdir(parents=True, exist_ok=True)
         (dst / MANIFEST).unlink(missing_ok=True)      # incomplete until the end
     except OSError as e:

@@ -313,9 +313,9 @@ class DeferredBatch:
         size = first.size if isinstance(first, Deferred) else first.shape[-1]
         return (len(self.items), 3, size, size)
 
-    def decode(self, device: torch.device) -> tuple[Tensor, list[tuple[int, str]]]:
-        """``(uint8 N' x 3 x size x size on device, [(index, message)] of the images that
-        could not be decoded)``: N' = N minus those."""
+    def decode(self, device: torch.device) -> tuple[Tensor, list[tuple[int, str, str]]]:
+        """``(uint8 N' x 3 x size x size on device, [(index, name, message)] of the images
+        that could not be decoded)``: N' = N minus those."""
         device = torch.device(device)
         deferred = [i for i, item in enumerate(self.items) if isinstance(item, Deferred)]
         decoded: dict[int, Tensor | str] = {}
@@ -336,7 +336,7 @@ class DeferredBatch:
                 continue
             pixels = decoded[i]
             if isinstance(pixels, str):
-                failed.append((i, pixels))
+                failed.append((i, item.name, pixels))
                 continue
             image = _resize_on_device(pixels, item.box, item.size, item.interpolation)
             out.append(image.flip(-1) if item.flip else image)

@@ -71,12 +71,11 @@ class DeviceBatches:
         from .sampling import Skipped
 
         if self.bad_image == "error" or not (rest and isinstance(rest[0], list)):
-            raise ImageReadError(failed[0][1] + (" (or set data.bad_image: skip to skip such files)"
+            raise ImageReadError(failed[0][2] + (" (or set data.bad_image: skip to skip such files)"
                                                  if self.bad_image == "error" else ""))
-        bad = {i for i, _ in failed}
+        bad = {i for i, _, _ in failed}
         keep = torch.tensor([i not in bad for i in range(len(labels))])
-        names = [msg.split("'")[1] if "'" in msg else "?" for _, msg in failed]
-        return labels[keep], [rest[0] + [Skipped(n, m) for n, (_, m) in zip(names, failed)], *rest[1:]]
+        return labels[keep], [rest[0] + [Skipped(name, message) for _, name, message in failed], *rest[1:]]
 
     def __len__(self) -> int:
         return len(self.loader)
