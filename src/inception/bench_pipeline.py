@@ -85,25 +85,6 @@ def _timed(loader, steps: int, device: torch.device) -> tuple[int, float]:
     return images, time.perf_counter() - start
 
 
-class _ToDevice:
-    """A DataLoader's batches with the images copied to ``device`` as they are (uint8)."""
-
-    def __init__(self, loader, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        from .data.decode import DeferredBatch
-
-        for images, labels in self.loader:
-            if isinstance(images, DeferredBatch):     # --gpu-decode: decoding on the device is the loader's work
-                yield images.decode(self.device)[0], labels
-            else:
-                yield images.to(self.device, non_blocking=True), labels
-
-
 def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: str = "folder",
                    model_name: str = "googlenet", image_size: int | None = None, batch_size: int = 64,
                    workers: int = 2, steps: int = 10, rounds: int = 5, device: str = "cpu",
@@ -140,7 +121,9 @@ def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: st
     # The loader's own figure: uint8 batches handed to the device (copied there on a GPU). A
     # second loader of the same data, with the normalization done on the device, is timed too:
     # on a CPU-only machine that "device" is the CPU the workers need, so it costs them time.
-    loaders = {"inception": _ToDevice(ours_loader().loader, dev), "inception+normalize": ours_loader()}
+    raw = ours_loader()
+    raw.normalize = False
+    loaders = {"inception": raw, "inception+normalize": ours_loader()}
     split_dir = Path(ours.source)
     if baseline:
         if not split_dir.is_dir():

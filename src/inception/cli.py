@@ -12,6 +12,15 @@ from . import __version__
 from .errors import UserError
 
 
+def _write_json(path: str, obj) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    import json
+
+    from .utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
 def _fmt_count(n: int) -> str:
     return f"{n / 1e6:,.2f}M" if n >= 1e6 else f"{n:,}"
 
@@ -290,12 +299,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     for line in accuracy_lines(r.metrics):
         print(line)
     if args.json:
-        import json
-
-        from .utils import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({**r.metrics, "img_per_s": r.img_per_s, "model": str(args.model),
-                                                 "skipped_files": r.skipped}, indent=2) + "\n")
+        _write_json(args.json, {**r.metrics, "img_per_s": r.img_per_s, "model": str(args.model),
+                                "skipped_files": r.skipped})
     return 0
 
 
@@ -309,11 +314,7 @@ def cmd_bench_runtimes(args: argparse.Namespace) -> int:
                              num_classes=args.num_classes, model_options=parse_model_options(args.option))
     print(format_runtime_results(results))
     if args.json:
-        import json
-
-        from .utils import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({"runtimes": [r.to_dict() for r in results]}, indent=2) + "\n")
+        _write_json(args.json, {"runtimes": [r.to_dict() for r in results]})
     return 0
 
 
@@ -336,11 +337,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
                             gpu_decode=args.gpu_decode)
     print(format_pipeline(result))
     if args.json:
-        import json
-
-        from .utils import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        _write_json(args.json, result)
     return 0
 
 
@@ -382,12 +379,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for d, r in zip(data, results):
         print(format_data(d, r))
     if args.json:
-        import json
-
-        from .utils import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({"results": [r.to_dict() for r in results], "data": data},
-                                                indent=2) + "\n")
+        _write_json(args.json, {"results": [r.to_dict() for r in results], "data": data})
     return 0
 
 

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..utils import atomic_write_text
-from .decode import EncodedImage, jpeg_size
+from .decode import EncodedImage
 from .folder import (ImageFileDataset, ImageReadError, find_classes, folder_dataset, is_image_file, load_image,
                      read_label_names, read_list, to_rgb)
 
@@ -113,12 +113,7 @@ class ShardDataset(ImageFileDataset):
 
 def decode_pil(image: EncodedImage) -> Image.Image:
     """An :class:`EncodedImage` as an RGB PIL image (the torchvision pipeline's input)."""
-    try:
-        with Image.open(io.BytesIO(image.data)) as im, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return to_rgb(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"cannot read image '{image.name}' ({e}); replace or delete the file") from None
+    return load_image(io.BytesIO(image.data), name=image.name)
 
 
 def cache_dataset(root: Path, split: str, transform=None) -> ImageFileDataset:
@@ -170,9 +165,7 @@ def _archive_items(src: Path):
     pass lists the names: cheap next to decoding)."""
     def parse(name: str):
         parts = PurePosixPath(name).parts
-        if len(parts) >= 4:
-            parts = parts[-3:] if len(parts) == 4 else parts
-        return (parts[-3], parts[-2], parts[-1]) if len(parts) >= 3 else None
+        return tuple(parts[-3:]) if len(parts) >= 3 else None
 
     try:
         with tarfile.open(src, "r:*") as tar:
@@ -204,15 +197,12 @@ def _archive_items(src: Path):
 def resize_encoded(data: bytes, name: str, max_size: int, quality: int) -> bytes:
     """``data`` as a JPEG whose shorter side is at most ``max_size``; a JPEG already that
     small is returned unchanged."""
-    size = jpeg_size(data)
-    if size is not None and min(size) <= max_size:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.mode in ("RGB", "L"):
-                return data
     try:
         with Image.open(io.BytesIO(data)) as im, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             w, h = im.size
+            if im.format == "JPEG" and im.mode in ("RGB", "L") and min(w, h) <= max_size:
+                return data
             scale = min(1.0, max_size / min(w, h))
             target = (max(1, round(w * scale)), max(1, round(h * scale)))
             if im.format == "JPEG" and scale < 0.5:

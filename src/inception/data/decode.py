@@ -97,12 +97,12 @@ def decode_box(image: EncodedImage, box_fn, size: int, interpolation: str = "bil
     progressive RGB / grayscale JPEG is not decoded here: a :class:`Deferred` record comes
     back instead, for :class:`DeferredBatch` to decode on the device.
     """
-    header = jpeg_size(image.data)
+    header = _jpeg_frame(image.data)
     if header is not None:           # the common case, without PIL: a JPEG decoded at full size
-        width, height = header
+        width, height, components = header
         _bomb_check(width, height, image.name)
         top, left, h, w = box_fn(width, height)
-        if defer and jpeg_components(image.data) in (1, 3):
+        if defer and components in (1, 3):
             data = torch.frombuffer(image.data, dtype=torch.uint8)
             return Deferred(data, (top, left, h, w), size, interpolation, False, image.name), (top, left, h, w)
         if min(w, h) < 2 * size:
@@ -133,13 +133,19 @@ def decode_box(image: EncodedImage, box_fn, size: int, interpolation: str = "bil
     return _resize_box(pixels, scaled or box, size, interpolation), box
 
 
-def _resize_box(pixels: Tensor, box: tuple, size: int, interpolation: str) -> Tensor:
-    """The box of ``pixels`` (rounded to whole pixels when it was scaled) resized to ``size``."""
+def _crop(pixels: Tensor, box: tuple) -> Tensor:
+    """The ``(top, left, h, w)`` box of ``C x H x W`` pixels as a view, rounded to whole
+    pixels (it is fractional when it was scaled) and kept inside the image."""
     top, left, h, w = box
     H, W = pixels.shape[-2:]
     t, l_ = min(max(int(round(top)), 0), H - 1), min(max(int(round(left)), 0), W - 1)
     b, r = min(max(int(round(top + h)), t + 1), H), min(max(int(round(left + w)), l_ + 1), W)
-    crop = pixels[:, t:b, l_:r]
+    return pixels[:, t:b, l_:r]
+
+
+def _resize_box(pixels: Tensor, box: tuple, size: int, interpolation: str) -> Tensor:
+    """The box of ``pixels`` resized to ``size``."""
+    crop = _crop(pixels, box)
     if interpolation in _UINT8_MODES:     # torch's uint8 antialiased kernels, directly (no float round trip)
         return F.interpolate(crop[None], size=(size, size), mode=interpolation, antialias=True,
                              align_corners=False)[0]
@@ -159,13 +165,9 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None if frame is None else frame[:2]
 
 
-def jpeg_components(data: bytes) -> int | None:
-    """The number of colour components of a JPEG (1 gray, 3 YCbCr/RGB, 4 CMYK/YCCK)."""
-    frame = _jpeg_frame(data)
-    return None if frame is None else frame[2]
-
-
 def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, colour components)`` from a JPEG's frame header (components: 1 gray,
+    3 YCbCr/RGB, 4 CMYK/YCCK), or None."""
     if data[:2] != b"\xff\xd8":
         return None
     i, n = 2, len(data)
@@ -234,7 +236,7 @@ class RandomResizedCropDecode:
     """``RandomResizedCrop(size, scale, ratio)`` + ``RandomHorizontalFlip()`` fused with the
     decode: an :class:`EncodedImage` in, a ``3 x size x size`` uint8 tensor out.
 
-    The box comes from ``torchvision.transforms.RandomResizedCrop.get_params`` and the flip
+    The box comes from :func:`rrc_params` (``RandomResizedCrop.get_params``' draws) and the flip
     from ``torch.rand(1) < 0.5``, in that order, as torchvision's preset draws them, so a
     seeded sample crops and flips as the torchvision pipeline would.
     """
@@ -249,8 +251,7 @@ class RandomResizedCropDecode:
         self.last_box: tuple | None = None
 
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """``(top, left, h, w)``, drawn from the torch RNG by torchvision's own function
-        (given a zero-copy tensor of the image's size: it reads only the size)."""
+        """``(top, left, h, w)``, drawn from the torch RNG as torchvision draws it (:func:`rrc_params`)."""
         return rrc_params(width, height, self.scale, self._log_ratio)
 
     def __call__(self, image: EncodedImage) -> Tensor | Deferred:
@@ -361,11 +362,7 @@ def _resize_on_device(pixels: Tensor, box: tuple, size: int, interpolation: str)
     rounded back to uint8."""
     if pixels.device.type == "cpu":
         return _resize_box(pixels, box, size, interpolation)
-    top, left, h, w = box
-    H, W = pixels.shape[-2:]
-    t, l_ = min(max(int(round(top)), 0), H - 1), min(max(int(round(left)), 0), W - 1)
-    b, r = min(max(int(round(top + h)), t + 1), H), min(max(int(round(left + w)), l_ + 1), W)
-    crop = pixels[None, :, t:b, l_:r].float()
+    crop = _crop(pixels, box)[None].float()
     mode = interpolation if interpolation in _UINT8_MODES else "bilinear"
     out = F.interpolate(crop, size=(size, size), mode=mode, antialias=True, align_corners=False)
     return out.round_().clamp_(0, 255)[0].to(torch.uint8)

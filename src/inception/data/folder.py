@@ -33,16 +33,17 @@ class ImageReadError(UserError):
         super().__init__(message)
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` into an RGB PIL image (grayscale, CMYK, RGBA and palette images are
-    converted); an unreadable file is an :class:`ImageReadError` naming it."""
+def load_image(path, name: str | None = None) -> Image.Image:
+    """Decode ``path`` (a file path or a binary file object) into an RGB PIL image
+    (grayscale, CMYK, RGBA and palette images are converted); an unreadable file is an
+    :class:`ImageReadError` naming it (``name``, default ``path``)."""
     try:
         with Image.open(path) as im, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette transparency, EXIF noise
             return to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageReadError(f"cannot read image '{path}' ({reason}); replace or delete the file") from None
+        raise ImageReadError(f"cannot read image '{name or path}' ({reason}); replace or delete the file") from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

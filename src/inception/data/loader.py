@@ -9,12 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
-
-
-def _collate_images(items: list):
-    from .decode import collate_images
-
-    return collate_images(items)
+from .decode import DeferredBatch, collate_images
 
 
 def seed_worker(worker_id: int) -> None:
@@ -27,30 +22,28 @@ def seed_worker(worker_id: int) -> None:
 
 class DeviceBatches:
     """A DataLoader of uint8 image batches (the fast pipeline's) that yields them on
-    ``device`` as float, normalized: ``(x / 255 - mean) / std`` in one fused pass there, in
-    ``channels_last`` when asked. Other items of a batch (labels, skipped-image records)
-    pass through; labels go to the device too. ``sampler``, ``dataset``, ``len()``... are
-    the DataLoader's."""
+    ``device`` as float32, normalized: ``(x / 255 - mean) / std`` in one pass there, in
+    ``channels_last`` when asked (``normalize=False``: uint8, as they arrived). Batches of
+    :class:`~inception.data.decode.Deferred` JPEGs (``data.gpu_decode``) are decoded there
+    first. Other items of a batch (labels, skipped-image records) pass through; labels go
+    to the device too. ``sampler``, ``dataset``, ``len()``... are the DataLoader's."""
 
     def __init__(self, loader: DataLoader, device: torch.device, mean, std, *, channels_last: bool = False,
-                 dtype: torch.dtype = torch.float32, bad_image: str = "skip") -> None:
-        self.loader, self.device, self.channels_last, self.dtype = loader, torch.device(device), channels_last, dtype
-        self.bad_image = bad_image
+                 bad_image: str = "skip", normalize: bool = True) -> None:
+        self.loader, self.device, self.channels_last = loader, torch.device(device), channels_last
+        self.bad_image, self.normalize = bad_image, normalize
         std_t = torch.tensor(std, dtype=torch.float32)
         self.scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, -1, 1, 1).to(self.device)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 ``N x C x H x W`` batch -> normalized ``dtype`` on the device."""
+        """A uint8 ``N x C x H x W`` batch -> normalized float32 on the device."""
         x = images.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)    # on the uint8: 4x fewer bytes to move
-        x = x.float().mul_(self.scale).add_(self.shift)
-        return x if self.dtype == torch.float32 else x.to(self.dtype)
+        return x.float().mul_(self.scale).add_(self.shift) if self.normalize else x
 
     def __iter__(self):
-        from .decode import DeferredBatch
-
         for batch in self.loader:
             images, labels, *rest = batch
             if isinstance(images, DeferredBatch):      # data.gpu_decode: the JPEGs are decoded here
@@ -113,7 +106,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=collate_fn or (_collate_images if getattr(dataset, "normalize", None) else None),
+        collate_fn=collate_fn or (collate_images if getattr(dataset, "normalize", None) else None),
     )
     normalize = getattr(dataset, "normalize", None)
     if normalize is None:

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import UserError
+from .decode import collate_images
 
 BAD_IMAGE_POLICIES = ("skip", "error")
 
@@ -115,7 +116,5 @@ def collate_skipping(batch: list) -> tuple:
     skipped = [item for item in batch if isinstance(item, Skipped)]
     if not good:
         return None, None, skipped
-    from .decode import collate_images
-
     images, labels = collate_images(good)
     return images, labels, skipped

@@ -119,7 +119,8 @@ class StopRequest:
 
 
 class _Stop(Exception):
-    """Leaves the loop after a checkpoint: ``reason`` is "signal" or "time limit"."""
+    """Unwinds the loop after the stop checkpoint was written: ``reason`` is "signal" or
+    "time limit"; ``loss`` and ``elapsed`` are the step's loss and the seconds since start."""
 
     def __init__(self, reason: str = "signal", loss: float = float("nan"), elapsed: float = 0.0) -> None:
         super().__init__(reason)
@@ -130,22 +131,30 @@ def _time_limit_result(*, raw_model, val_loader, device, precision, criterion, p
                        run_dir, epoch, epoch_step, steps_per_epoch, global_step, best_top1, loss, losses, elapsed,
                        skipped_images) -> TrainResult:
     """The time limit's report: evaluate the model as checkpointed and say where the run got to."""
-    dist_utils.broadcast_buffers(raw_model)
-    with precision.autocast():
-        val = evaluate(raw_model, val_loader, device, criterion=criterion, progress=progress)
     epochs_done = epoch + (epoch_step / steps_per_epoch)
-    metrics = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"], "val_count": val["count"],
+    metrics = {**_validate(raw_model, val_loader, device, precision, criterion, progress),
                "train_loss": loss, "epoch_progress": epochs_done, "elapsed_s": elapsed}
     if main:
         metrics_log.write({"kind": "time_limit", "epoch": round(epochs_done, 3), "step": global_step, **metrics})
         log.info("time limit %s reached after %.0f s: epoch %.2f of %d (step %d), loss %.4f, val top-1 %.2f%% "
                  "top-5 %.2f%%; checkpoint in %s (run the same command without --time-limit, or with a larger one, "
                  "to go on)", cfg.train.time_limit, elapsed, epochs_done, cfg.train.epochs, global_step, loss,
-                 val["top1"], val["top5"], run_dir / "checkpoints")
-        write_status(run_dir, "stopped", reason="time limit", epoch=epochs_done, val_top1=val["top1"])
-    return TrainResult(run_dir=run_dir, epochs_done=epoch, global_step=global_step, best_top1=max(best_top1, val["top1"]),
+                 metrics["val_top1"], metrics["val_top5"], run_dir / "checkpoints")
+        write_status(run_dir, "stopped", reason="time limit", epoch=epochs_done, val_top1=metrics["val_top1"])
+    return TrainResult(run_dir=run_dir, epochs_done=epoch, global_step=global_step,
+                       best_top1=max(best_top1, metrics["val_top1"]),
                        last_metrics=metrics, losses=losses, stopped_by="time limit", exit_code=0,
                        skipped_images=skipped_images)
+
+
+def _validate(raw_model, val_loader, device, precision, criterion, progress) -> dict:
+    """``val_top1``, ``val_top5``, ``val_loss``, ``val_count`` of the plain model (no DDP
+    collectives: ranks' shards may differ by a batch), with rank 0's BatchNorm statistics,
+    i.e. the model the checkpoint holds."""
+    dist_utils.broadcast_buffers(raw_model)
+    with precision.autocast():
+        val = evaluate(raw_model, val_loader, device, criterion=criterion, progress=progress)
+    return {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"], "val_count": val["count"]}
 
 
 def write_status(run_dir: Path, status: str, **extra) -> None:
@@ -161,7 +170,6 @@ def write_status(run_dir: Path, status: str, **extra) -> None:
         atomic_write_text(run_dir / "status.json", json.dumps(record) + "\n")
     except OSError as e:           # never fail a run for its status file
         log.warning("could not write %s: %s", run_dir / "status.json", e)
-    """Unwinds the loop after the stop checkpoint was written."""
 
 
 def _run_dir(cfg: Config) -> Path:
@@ -325,6 +333,9 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
            stop: StopRequest) -> TrainResult:
     started = time.monotonic()
     time_limit = parse_duration(cfg.train.time_limit, "train.time_limit") if cfg.train.time_limit else None
+
+    def out_of_time() -> bool:        # a host clock read, no device sync
+        return time_limit is not None and time.monotonic() - started >= time_limit
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)            # the same on every rank: identical initial weights
@@ -533,19 +544,18 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                     if log_step or global_step % check_every == 0:
                         # The only host syncs of the loop: loss, bad-step streak and stop request, summed
                         # over processes so that all of them decide alike.
-                        out_of_time = time_limit is not None and time.monotonic() - started >= time_limit
                         flags = torch.stack([loss.detach().float(), bad_streak.float(),
                                              torch.tensor(float(stop.signum is not None), device=device),
-                                             torch.tensor(float(out_of_time), device=device)])
+                                             torch.tensor(float(out_of_time()), device=device)])
                         dist_utils.all_reduce_sum(flags)
-                        loss_value, streak, stopping, out_of_time = flags.tolist()
+                        loss_value, streak, stopping, timed_out = flags.tolist()
                         loss_value /= info.world_size
                         if streak >= cfg.train.max_bad_steps:
                             raise UserError(
                                 f"the loss was NaN/Inf for {int(streak)} consecutive steps (up to step {global_step}; "
                                 f"each was skipped); the last good checkpoint is in {run_dir / 'checkpoints'}; "
                                 "lower --lr, enable optim.grad_clip, or use bf16 instead of fp16")
-                        if stopping or out_of_time:
+                        if stopping or timed_out:
                             save(epoch + 1, 0) if i + 1 == steps_per_epoch else save(epoch, i + 1)
                             raise _Stop("signal" if stopping else "time limit", loss_value, time.monotonic() - started)
                         if log_step:
@@ -561,8 +571,7 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                                 log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", epoch + 1, global_step,
                                          loss_value, lr, ips, extra={"in_progress_bar": progress})
                             window_start, window_images = now, 0
-                    elif not info.enabled and (stop.signum is not None or (
-                            time_limit is not None and time.monotonic() - started >= time_limit)):
+                    elif not info.enabled and (stop.signum is not None or out_of_time()):
                         # one process: stop right away (a time limit is checked after every step)
                         save(epoch + 1, 0) if i + 1 == steps_per_epoch else save(epoch, i + 1)
                         raise _Stop("signal" if stop.signum is not None else "time limit", float(loss.detach()),
@@ -594,16 +603,10 @@ def _train(cfg: Config, *, resume, progress, info: dist_utils.DistInfo, device: 
                         f.writelines(f"epoch {epoch + 1}\t{item.path}\t{item.reason}\n" for item in skipped)
                 is_best = False
                 if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
-                    # Evaluate the plain model (no DDP collectives: ranks' shards may differ by a batch),
-                    # with rank 0's BatchNorm statistics, i.e. the model the checkpoint holds.
-                    dist_utils.broadcast_buffers(raw_model)
-                    with precision.autocast():
-                        val = evaluate(raw_model, val_loader, device, criterion=eval_criterion, progress=progress)
-                    last_metrics = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
-                                    "val_count": val["count"]}
+                    last_metrics = _validate(raw_model, val_loader, device, precision, eval_criterion, progress)
                     record.update(last_metrics)
-                    is_best = val["top1"] > best_top1
-                    best_top1 = max(best_top1, val["top1"])
+                    is_best = last_metrics["val_top1"] > best_top1
+                    best_top1 = max(best_top1, last_metrics["val_top1"])
                 if main:
                     metrics_log.write(record)
                     log.info("epoch %d/%d: %.1fs, %.1f ms/step, %.0f img/s, train loss %.4f, train top-1 %.2f%%%s%s",
