@@ -10,7 +10,8 @@ from torch import nn
 
 from inception.errors import UserError
 from inception.export import ParityError, check_parity, export_checkpoint, fold_batchnorm
-from inception.infer import load_predictor, model_kind, preprocess_transform, read_metadata, run_inference
+from inception.infer import load_predictor, preprocess_transform, run_inference
+from inception.metadata import model_kind, read_metadata
 
 from .conftest import SMALL_SIZE, make_checkpoint, randomize_batchnorm, write_images
 

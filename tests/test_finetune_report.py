@@ -15,8 +15,9 @@ from inception.cli import build_parser, main
 from inception.config import load_config
 from inception.engine.checkpoint import load_checkpoint
 from inception.engine.finetune import is_head
-from inception.engine.trainer import train, write_status
+from inception.engine.trainer import train
 from inception.errors import UserError
+from inception.runs import write_status
 
 from .conftest import three_class_folder, write_images
 
@@ -265,4 +266,5 @@ def test_finetune_from_a_torchvision_weight_file(two_classes, tmp_path):
     after = _state(out)
     assert after["fc.weight"].shape == (2, 1024)
     assert torch.equal(after["conv1.conv.weight"], tv.state_dict()["conv1.conv.weight"])
-    assert torch.equal(after["inception5b.branch1.bn.running_mean"], tv.state_dict()["inception5b.branch1.bn.running_mean"])
+    assert torch.equal(after["inception5b.branch1.bn.running_mean"],
+                       tv.state_dict()["inception5b.branch1.bn.running_mean"])

@@ -207,7 +207,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .report import format_runs, list_runs
+    from .runs import format_runs, list_runs
 
     infos = list_runs(args.dir)
     if args.json:

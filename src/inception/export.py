@@ -43,8 +43,9 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .infer import (INPUT_NAME, METADATA_FILE, OUTPUT_NAME, Predictor, image_batches, load_predictor,
-                    model_metadata, resolve_inputs, sidecar_path)
+from .infer import Predictor, TorchPredictor, image_batches, load_predictor, load_torch_module, resolve_inputs
+from .metadata import (INPUT_NAME, METADATA_FILE, METADATA_KEY, OUTPUT_NAME, model_metadata, onnx_props,
+                       sidecar_path)
 from .utils import atomic_write_text
 
 log = logging.getLogger("inception")
@@ -137,10 +138,7 @@ def write_model(model: nn.Module, path: str | Path, *, fmt: str, metadata: dict,
                 program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
                                             output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic(batch_size),
                                             opset_version=opset, optimize=True, verbose=False)
-                props = program.model.metadata_props
-                props["inception"] = text
-                for key, value in metadata.items():
-                    props[key] = value if isinstance(value, str) else json.dumps(value)
+                program.model.metadata_props.update(onnx_props(metadata))
                 program.model.producer_name = "inception"
                 program.save(str(path))
             elif fmt == "torchscript":
@@ -153,7 +151,7 @@ def write_model(model: nn.Module, path: str | Path, *, fmt: str, metadata: dict,
                 from safetensors.torch import save_file
 
                 state = {k: v.contiguous() for k, v in model.state_dict().items()}
-                save_file(state, str(path), metadata={"inception": text, "format": "pt"})
+                save_file(state, str(path), metadata={METADATA_KEY: text, "format": "pt"})
             else:
                 raise UserError(f"export format '{fmt}' is not valid; choose one of: {', '.join(FORMATS)}")
     except UserError:
@@ -262,11 +260,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
 
     model = onnx.load(str(out_path))
     del model.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in onnx_props(metadata).items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "inception", json.dumps(metadata)
+        entry.key, entry.value = key, value
     onnx.save(model, str(out_path))
 
 
@@ -386,7 +382,5 @@ def export_checkpoint(checkpoint: str | Path, *, fmt: str = "onnx", output: str 
 
 
 def _safetensors_parity(path: Path, model: nn.Module, metadata: dict, tolerance: float | None) -> Parity:
-    from .infer import TorchPredictor, _torch_module
-
-    module, _ = _torch_module(path, "safetensors", "cpu")
+    module, _ = load_torch_module(path, "safetensors")
     return check_parity(TorchPredictor(path, module, metadata, device="cpu"), model, tolerance=tolerance)

@@ -28,7 +28,6 @@ import os
 import sys
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,145 +36,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
 from .errors import UserError
+from .metadata import model_kind, model_metadata, read_metadata
 from .utils import atomic_write_text
 
 log = logging.getLogger("inception")
 
-METADATA_VERSION = 1
-METADATA_FILE = "inception.json"        # name inside TorchScript / ExportedProgram archives
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 RUNTIMES = ("auto", "onnxruntime", "torch")
 ORT_DEVICES = {"cpu": ["CPUExecutionProvider"],
                "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
                "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-# --------------------------------------------------------------------------------------
-# Metadata
-
-def model_metadata(model, ckpt: dict | None, cfg, *, image_size: int | None = None) -> dict:
-    """What a deployer needs to run ``model`` (restored from checkpoint ``ckpt`` trained
-    with config ``cfg``): its class names and its eval preprocessing, as plain values."""
-    from .config import DataCfg
-    from .data import eval_preprocessing
-
-    # a bare model (no training config): the model's own eval preprocessing (imagenet-style crop)
-    pre = eval_preprocessing(cfg.data if cfg is not None else DataCfg(dataset="folder"), model.data_config)
-    if image_size:
-        dc_min = model.data_config.min_input_size
-        if image_size < dc_min:
-            raise UserError(f"image size {image_size} is below {model.arch}'s minimum {dc_min}; "
-                            f"use --image-size {dc_min} or more")
-        pre.update(image_size=image_size, resize_size=int(image_size / pre["crop_pct"]))
-    ckpt = ckpt or {}
-    classes = list(ckpt.get("class_names") or [str(i) for i in range(model.num_classes)])
-    metrics = ckpt.get("metrics") or {}
-    return {
-        "metadata_version": METADATA_VERSION,
-        "producer": f"inception {__version__}",
-        "model": getattr(model, "arch", None) or ckpt.get("arch"),
-        "model_options": dict(ckpt.get("model_options", {})),
-        "num_classes": model.num_classes,
-        "classes": classes,
-        **pre,
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "input_layout": "NCHW float32, RGB, normalized with mean/std",
-        "output": "logits (apply softmax for probabilities)",
-        "precision": "fp32",
-        "checkpoint": {"epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
-                       "val_top1": metrics.get("val_top1"), "val_top5": metrics.get("val_top5")},
-    }
-
-
-def _parse_props(props: dict[str, str]) -> dict:
-    """ONNX ``metadata_props`` (strings; JSON where structured) back to values."""
-    if "inception" in props:
-        return json.loads(props["inception"])
-    out = {}
-    for k, v in props.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """``model.torchscript.pt`` -> ``model.torchscript.pt.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The deployment metadata of an exported model file (``{}`` when it has none)."""
-    path = Path(path)
-    kind = model_kind(path)
-    if kind == "onnx":
-        import onnx
-
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as e:
-            raise UserError(f"'{path}' is not a readable ONNX model ({_first_line(e)}); re-export it with "
-                            "`inception export`") from None
-        return _parse_props({p.key: p.value for p in model.metadata_props})
-    side = sidecar_path(path)
-    if side.is_file():
-        try:
-            return json.loads(side.read_text(encoding="utf-8"))
-        except ValueError:
-            raise UserError(f"metadata file '{side}' is not valid JSON; re-export the model") from None
-    if kind in ("torchscript", "exported-program"):
-        try:
-            with zipfile.ZipFile(path) as z:
-                name = next((n for n in z.namelist() if n.endswith("/" + METADATA_FILE)
-                             or n.endswith("extra/" + METADATA_FILE)), None)
-                if name:
-                    return json.loads(z.read(name))
-        except (zipfile.BadZipFile, ValueError):
-            pass
-    if kind == "safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except Exception as e:
-            raise UserError(f"'{path}' is not a readable safetensors file ({_first_line(e)})") from None
-        if "inception" in meta:
-            return json.loads(meta["inception"])
-    return {}
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
-
-
-def model_kind(path: str | Path) -> str:
-    """``onnx``, ``torchscript``, ``exported-program``, ``safetensors`` or ``checkpoint``."""
-    path = Path(path)
-    name = path.name.lower()
-    if path.is_dir():
-        return "checkpoint"
-    if name.endswith(".onnx"):
-        return "onnx"
-    if name.endswith(".pt2"):
-        return "exported-program"
-    if name.endswith(".safetensors"):
-        return "safetensors"
-    if name.endswith((".torchscript.pt", ".torchscript", ".jit.pt")):
-        return "torchscript"
-    try:   # a TorchScript archive holds code/; a torch.save checkpoint does not
-        with zipfile.ZipFile(path) as z:
-            if any("/code/" in n for n in z.namelist()[:200]):
-                return "torchscript"
-    except (OSError, zipfile.BadZipFile):
-        pass
-    return "checkpoint"
 
 
 # --------------------------------------------------------------------------------------
@@ -307,8 +182,12 @@ class TorchPredictor(Predictor):
             return self.module(x).float().cpu().numpy()
 
 
-def _torch_module(path: Path, kind: str, device: str) -> tuple[object, dict]:
-    """The runnable module and metadata of a PyTorch-side model file."""
+def load_torch_module(path: str | Path, kind: str | None = None) -> tuple[object, dict]:
+    """The runnable module (eval mode, loaded on the CPU) and the metadata of a PyTorch-side
+    model file: a checkpoint or run directory, TorchScript, ExportedProgram or safetensors
+    (``kind`` as :func:`~inception.metadata.model_kind` names it; found from ``path`` when None)."""
+    path = Path(path)
+    kind = kind or model_kind(path)
     if kind == "checkpoint":
         from .engine.evaluate import restore_model
 
@@ -366,7 +245,7 @@ def load_predictor(path: str | Path, *, runtime: str = "auto", device: str = "au
     if runtime == "onnxruntime":
         raise UserError(f"'{path}' is a {kind} file, not ONNX; export it first (`inception export --checkpoint "
                         f"{path} --format onnx`) or use --runtime torch")
-    module, metadata = _torch_module(path, kind, device)
+    module, metadata = load_torch_module(path, kind)
     return TorchPredictor(path, module, metadata, device=device, threads=threads)
 
 

@@ -1,5 +1,5 @@
-"""Seeing what a run did: training curves (``inception plot``), a per-class evaluation report
-(``inception eval --report``) and a table of runs (``inception runs``)."""
+"""Seeing what a run did: training curves (``inception plot``) and a per-class evaluation
+report (``inception eval --report``). The table of runs (``inception runs``) is in :mod:`.runs`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import csv
 import io
 import json
 import os
-import socket
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
+from .runs import read_metrics
 from .utils import atomic_write_text
 
 
@@ -24,21 +23,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of ``RUN/metrics.jsonl`` (a torn last line, from a killed run, is ignored)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"'{run_dir}' is not a run directory (no metrics.jsonl); give a directory `inception train` "
-                        "wrote, e.g. runs/<name>")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
 
 
 def _save_png(fig, path: Path) -> None:
@@ -152,82 +136,3 @@ def write_eval_report(result: dict, confusion: np.ndarray, class_names: list[str
         lines.append(f"{r['class']:<{width}}  {r['images']:>7}  {r['correct']:>7}  {r['accuracy']:>6.2f}%  {confused}")
     lines.append(f"wrote {out / 'confusion.png'}, {out / 'per_class.csv'} and {out / 'report.json'}")
     return lines
-
-
-# --------------------------------------------------------------------------------------
-# inception runs
-
-def run_info(run: Path) -> dict:
-    """What ``inception runs`` shows for one run directory."""
-    import yaml
-
-    info = {"run": str(run), "model": "?", "dataset": "?", "epochs_done": 0, "epochs": None, "best_top1": None,
-            "status": "unknown"}
-    try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        info.update(model=cfg.get("model", {}).get("name", "?"), dataset=cfg.get("data", {}).get("dataset", "?"),
-                    epochs=cfg.get("train", {}).get("epochs"))
-    except (OSError, yaml.YAMLError, AttributeError):
-        pass
-    records = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    if epochs:
-        info["epochs_done"] = max(r["epoch"] for r in epochs)
-    tops = [r["val_top1"] for r in records if "val_top1" in r]
-    if tops:
-        info["best_top1"] = max(tops)
-    status = {}
-    try:
-        status = json.loads((run / "status.json").read_text())
-    except (OSError, ValueError):
-        pass
-    state = status.get("status")
-    if state == "running":
-        alive = status.get("host") != socket.gethostname() or _pid_alive(status.get("pid"))
-        state = "running" if alive else "failed (killed)"
-    elif state == "stopped":
-        state = f"interrupted ({status.get('reason', 'signal')})"
-    elif state is None:
-        done = info["epochs"] is not None and info["epochs_done"] >= info["epochs"]
-        state = "finished" if done else "interrupted"
-    info["status"] = state
-    if status.get("error"):
-        info["error"] = status["error"]
-    info["updated"] = (run / "metrics.jsonl").stat().st_mtime if (run / "metrics.jsonl").is_file() else None
-    return info
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    try:          # a zombie (killed, not yet reaped) is not running
-        return Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def list_runs(root: str | Path) -> list[dict]:
-    """Every run directory under ``root`` (``root`` itself, its children, or grandchildren:
-    any folder with a ``config.yaml`` and ``metrics.jsonl``), newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"'{root}' does not exist; give the folder that holds your runs (e.g. runs)")
-    found = [p.parent for p in sorted(root.glob("**/metrics.jsonl")) if (p.parent / "config.yaml").is_file()
-             and len(p.parent.relative_to(root).parts) <= 3]
-    infos = [run_info(r) for r in found]
-    return sorted(infos, key=lambda i: i["updated"] or 0, reverse=True)
-
-
-def format_runs(infos: list[dict]) -> list[str]:
-    if not infos:
-        return ["no runs found"]
-    rows = [("run", "model", "dataset", "epochs", "best top-1", "status", "updated")]
-    for i in infos:
-        epochs = f"{i['epochs_done']}/{i['epochs']}" if i["epochs"] else str(i["epochs_done"])
-        best = f"{i['best_top1']:.2f}%" if i["best_top1"] is not None else "-"
-        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(i["updated"])) if i["updated"] else "-"
-        rows.append((i["run"], i["model"], i["dataset"], epochs, best, i["status"], updated))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
