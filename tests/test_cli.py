@@ -4,9 +4,12 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from inception import __version__
-from inception.cli import main
+from inception.cli import build_parser, main
+from inception.config import load_config
+from inception.models import get_model_info
 
 
 def test_models_table(capsys):
@@ -55,3 +58,71 @@ def test_bench_command_on_cpu(capsys, tmp_path):
     assert (tmp_path / "b.json").is_file()
     assert main(["bench", "inception_v3", "--image-size", "40", "--steps", "1", "--device", "cpu"]) == 2
     assert "minimum 75" in capsys.readouterr().err
+
+
+def _printed_config(capsys, *argv):
+    assert main(["train", *argv, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_train_flags_for_the_everyday_knobs(capsys):
+    cfg = _printed_config(capsys, "--opt", "adamw", "--momentum", "0.8", "--wd", "1e-4", "--sched", "constant",
+                          "--warmup-epochs", "0.5", "--label-smoothing", "0.1")
+    assert (cfg["optim"]["name"], cfg["optim"]["momentum"], cfg["optim"]["weight_decay"]) == ("adamw", 0.8, 1e-4)
+    assert (cfg["schedule"]["name"], cfg["schedule"]["warmup_epochs"]) == ("constant", 0.5)
+    assert cfg["train"]["label_smoothing"] == 0.1
+    assert _printed_config(capsys, "--weight-decay", "5E-5")["optim"]["weight_decay"] == 5e-5
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag, key, default in [("--opt", "optim.name", "'sgd'"), ("--momentum", "optim.momentum", "0.9"),
+                               ("--wd WD, --weight-decay", "optim.weight_decay", "0.0001"),
+                               ("--sched", "schedule.name", "'cosine'"),
+                               ("--warmup-epochs", "schedule.warmup_epochs", "0.0"),
+                               ("--label-smoothing", "train.label_smoothing", "0.0")]:
+        assert flag in help_text and f"[{key}; default: the recipe's, else {default}]" in help_text
+
+
+def test_set_accepts_float_spellings_and_paths_into_mappings(capsys):
+    cfg = _printed_config(capsys, "--set", "optim.weight_decay=1e-4", "--set", "schedule.eta_min=1E-6",
+                          "--set", "model.options={aux_logits: true, dropout: 0.3}",
+                          "--set", "model.options.aux_logits=false")
+    assert cfg["optim"]["weight_decay"] == 1e-4 and cfg["schedule"]["eta_min"] == 1e-6
+    assert cfg["model"]["options"] == {"aux_logits": False, "dropout": 0.3}
+    assert main(["train", "--set", "train.epochs=3.5", "--print-config"]) == 2
+    assert capsys.readouterr().err.strip() == "error: config key 'train.epochs' must be an integer, got 3.5"
+    assert main(["train", "--set", "model.option.aux_logits=false", "--print-config"]) == 2
+    assert "did you mean 'model.options'?" in capsys.readouterr().err
+
+
+def test_print_config_marks_unused_keys_and_loads_back(capsys, tmp_path):
+    assert main(["train", "--opt", "rmsprop", "--set", "optim.eps=1", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "  betas: [0.9, 0.999]  # not used with optim.name=rmsprop\n" in text
+    assert "  milestones: []  # not used with schedule.name=cosine\n" in text
+    assert "  eps: 1.0\n" in text and "  alpha: 0.9\n" in text
+    (tmp_path / "printed.yaml").write_text(text)
+    assert main(["train", "--config", str(tmp_path / "printed.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == text
+    assert load_config(tmp_path / "printed.yaml").optim.name == "rmsprop"
+
+
+def test_verbosity_flags_after_the_command(capsys):
+    parser = build_parser()
+    for argv, quiet, verbose in [(["train", "-q"], True, False), (["-q", "train"], True, False),
+                                 (["train"], False, False), (["models", "-v"], False, True),
+                                 (["-v", "models", "--quiet"], True, True), (["runs", "-q"], True, False)]:
+        args = parser.parse_args(argv)
+        assert (args.quiet, args.verbose) == (quiet, verbose), argv
+    assert main(["train", "--help-config", "-q"]) == 0
+    assert "crop_pct:" in capsys.readouterr().out
+    assert main(["models", "-v"]) == 0
+    assert "googlenet" in capsys.readouterr().out
+
+
+def test_model_summary_tells_the_initialisation(capsys):
+    assert main(["models", "googlenet"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "init (from scratch): He-normal convolutions" in out and "truncated normal with std 0.01" in out
+    for name in ("googlenet_cifar", "inception_v3", "inception_v4", "inception_resnet_v2"):
+        assert "He-normal" in get_model_info(name).init

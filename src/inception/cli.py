@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
@@ -35,6 +36,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  parameters {info.params:,}   MACs {info.macs / 1e9:.2f} G at {dc.input_size[1]}x{dc.input_size[2]}")
         print(f"  input {dc.input_size[1]}x{dc.input_size[2]} (minimum {dc.min_input_size}x{dc.min_input_size}), "
               f"{dc.interpolation}, crop {dc.crop_pct}, mean {dc.mean}, std {dc.std}, features {info.num_features}")
+        if info.init:
+            print(textwrap.fill(info.init, width=110, initial_indent="  init (from scratch): ",
+                                subsequent_indent="    "))
         print()
         rows = model_summary(args.name)
         print(f"  {'block':<16} {'type':<18} {'output shape':<22} {'params':>12}")
@@ -46,12 +50,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in list_models():
         info = get_model_info(name)
         dc = info.data_config
-        print(f"{name:<22} {_fmt_count(info.params):>10} {info.macs / 1e9:>7.2f} "
-              f"{dc.input_size[1]:>4}x{dc.input_size[2]:<3} {dc.min_input_size:>5}  {dc.interpolation:<9} {dc.crop_pct:>6}")
+        print(f"{name:<22} {_fmt_count(info.params):>10} {info.macs / 1e9:>7.2f} {dc.input_size[1]:>4}x"
+              f"{dc.input_size[2]:<3} {dc.min_input_size:>5}  {dc.interpolation:<9} {dc.crop_pct:>6}")
     return 0
 
 
 # Shortcut flags for the most used config keys; any key can be set with --set KEY=VALUE.
+# A flag may be a tuple of spellings; the first names the argparse destination.
 TRAIN_FLAGS = [
     ("--model", "model.name", str, "model name (see `inception models`)"),
     ("--num-classes", "model.num_classes", int, "classifier outputs (default: from the data)"),
@@ -63,6 +68,12 @@ TRAIN_FLAGS = [
     ("--epochs", "train.epochs", int, "training epochs"),
     ("--batch-size", "train.batch_size", int, "images per step"),
     ("--lr", "optim.lr", float, "peak learning rate"),
+    ("--opt", "optim.name", str, "optimizer: sgd, rmsprop or adamw"),
+    ("--momentum", "optim.momentum", float, "sgd / rmsprop momentum"),
+    (("--wd", "--weight-decay"), "optim.weight_decay", float, "weight decay, e.g. 1e-4"),
+    ("--sched", "schedule.name", str, "lr schedule: constant, step, multistep or cosine"),
+    ("--warmup-epochs", "schedule.warmup_epochs", float, "linear lr warmup in epochs (may be fractional)"),
+    ("--label-smoothing", "train.label_smoothing", float, "label smoothing of the loss, e.g. 0.1"),
     ("--output-dir", "train.output_dir", str, "run directory"),
     ("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps"),
     ("--seed", "train.seed", int, "random seed"),
@@ -105,12 +116,20 @@ def resolve_config_path(value: str | None) -> str:
     raise UserError(f"config '{value}' is neither a file nor a bundled recipe ({names})")
 
 
+def _flag_names(flag: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (flag,) if isinstance(flag, str) else flag
+
+
+def _dest(flag: str | tuple[str, ...]) -> str:
+    return _flag_names(flag)[0].lstrip("-").replace("-", "_")
+
+
 def train_overrides(args: argparse.Namespace) -> dict:
     from .config import parse_override
 
     overrides = {}
     for flag, key, _, _ in TRAIN_FLAGS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        value = getattr(args, _dest(flag), None)
         if value is not None:
             overrides[key] = value
     for flag, key, _ in TRAIN_SWITCHES:
@@ -123,15 +142,15 @@ def train_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import describe, load_config
+    from .config import describe, load_config, to_yaml
 
     if args.help_config:
         print(describe())
         return 0
-    from .engine.trainer import resume_config, train
-
     resume = getattr(args, "resume", None)
     if resume:
+        from .engine.trainer import resume_config
+
         cfg = resume_config(resume, train_overrides(args))
     else:
         cfg = load_config(resolve_config_path(getattr(args, "config", None)), train_overrides(args))
@@ -147,10 +166,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         argv = _without_flag(_without_flag(args.argv, "--nproc"), "--max-restarts")
         return launch_torchrun(nproc, argv, max_restarts=getattr(args, "max_restarts", 0) or 0)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        print(to_yaml(cfg), end="")
         return 0
+    from .engine.trainer import train
+
     result = train(cfg, resume=resume, auto_resume=not args.no_resume)
     if result.stopped_by == "time limit":
         if os.environ.get("RANK", "0") in ("", "0"):
@@ -383,6 +402,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="warnings and results only (no progress or per-step lines)")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: it also takes -v/-q (``inception train -q``). Its defaults are
+    SUPPRESS, so an absent flag leaves ``inception -q train`` as it was."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _add_verbosity(self, default=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inception",
@@ -390,10 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"inception {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="warnings and results only (no progress or per-step lines)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_verbosity(parser, default=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
 
     p = sub.add_parser("models", help="list the models, or summarise one",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -407,13 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML recipe: a path or a bundled recipe name from configs/ (e.g. googlenet_cifar10); "
                         "default: demo (GoogLeNet on the built-in digits)")
     for flag, key, typ, text in TRAIN_FLAGS:
-        p.add_argument(flag, type=typ, default=argparse.SUPPRESS,
+        p.add_argument(*_flag_names(flag), dest=_dest(flag), type=typ, default=argparse.SUPPRESS,
                        help=f"{text} [{key}; default: the recipe's, else {_config_default(key)!r}]")
     for flag, key, text in TRAIN_SWITCHES:
         p.add_argument(flag, action="store_true", default=argparse.SUPPRESS,
                        help=f"{text} [{key}=true; default: the recipe's, else false]")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
-                   help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2 "
+                   help="override any config key, e.g. --set optim.name=rmsprop --set schedule.warmup_epochs=2; "
+                        "a path into a mapping sets one entry: --set model.options.aux_logits=true "
                         "(repeatable; default: none)")
     p.add_argument("--resume", default=argparse.SUPPRESS, metavar="RUN_DIR|CKPT",
                    help="continue a run from its last checkpoint (same LR schedule, epoch and step); default: "
@@ -427,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-restarts", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="with --nproc: torchrun restarts the processes up to N times when one dies; they resume "
                         "from the newest checkpoint (default: 0)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as YAML (usable as --config) and exit; keys that have no effect "
+                        "with these settings are marked '# not used with ...'")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class DataCfg:
     train_list: str | None = _f(None, "list dataset: training list file (default <data_dir>/train_list.txt)")
     val_list: str | None = _f(None, "list dataset: validation list file (default <data_dir>/val_list.txt)")
     image_size: int | None = _f(None, "training/eval resolution; default: the model's input size", ge=1)
+    crop_pct: float | None = _f(None, "eval center crop: resize the short side to image_size / crop_pct, then crop "
+                                      "image_size (1.0 = whole image); default: the model's crop fraction (see "
+                                      "`inception models`)", gt=0, le=1)
     augment: Literal["auto", "imagenet", "cifar", "none"] = _f(
         "auto", "train augmentation: imagenet (RandomResizedCrop), cifar (pad + random crop), none; "
         "auto picks cifar for cifar10/cifar100/digits and imagenet otherwise")
@@ -148,6 +152,26 @@ class Config:
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+# Keys that only apply for some values of another key: key -> (that key, the values it applies to).
+# --print-config marks the others "not used" (a selector inside a mapping, model.options.X, may be unset).
+APPLIES_WHEN: dict[str, tuple[str, tuple]] = {
+    "model.aux_weight": ("model.options.aux_logits", (True,)),
+    "data.data_dir": ("data.dataset", ("cifar10", "cifar100", "folder", "list")),
+    "data.train_list": ("data.dataset", ("list",)),
+    "data.val_list": ("data.dataset", ("list",)),
+    "data.gpu_decode": ("data.pipeline", ("fast",)),
+    "optim.momentum": ("optim.name", ("sgd", "rmsprop")),
+    "optim.nesterov": ("optim.name", ("sgd",)),
+    "optim.alpha": ("optim.name", ("rmsprop",)),
+    "optim.eps": ("optim.name", ("rmsprop", "adamw")),
+    "optim.betas": ("optim.name", ("adamw",)),
+    "schedule.milestones": ("schedule.name", ("step",)),
+    "schedule.fractions": ("schedule.name", ("multistep",)),
+    "schedule.gamma": ("schedule.name", ("step", "multistep")),
+    "schedule.eta_min": ("schedule.name", ("cosine",)),
+    "train.loss_scale": ("train.precision", ("fp16",)),
+}
+
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_CLASSES = {"model": ModelCfg, "data": DataCfg, "optim": OptimCfg, "schedule": ScheduleCfg, "train": TrainCfg}
 
@@ -191,7 +215,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
     if tp is dict:
         if not isinstance(value, dict):
             raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
-        return value
+        return _yaml12_floats(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise UserError(f"config key '{key}' must be true or false, got {value!r}")
@@ -201,9 +225,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
             raise UserError(f"config key '{key}' must be an integer, got {value!r}")
         value = int(value)
     elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key '{key}' must be a number, got {value!r}")
-        value = float(value)
+        value = _to_float(key, value)
     elif tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise UserError(f"config key '{key}' must be a string, got {value!r}")
@@ -213,6 +235,31 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if op in meta and not test(value, meta[op]):
             raise UserError(f"config key '{key}' = {value!r} is out of range; it must be {words} {meta[op]}")
     return value
+
+
+def _to_float(key: str, value: Any) -> float:
+    """A number, or a string in any float spelling (``1e-4``, ``5E3``, ``.5``, ``1_000``, ``inf``): YAML 1.1,
+    which PyYAML reads, takes ``1e-4`` (no dot) for a string."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # value != value: NaN
+        raise UserError(f"config key '{key}' must be a number, got {value!r}; write e.g. 0.1, 1e-4 or 5e3")
+    return float(value)
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
+def _yaml12_floats(value: Any) -> Any:
+    """Free-form mappings (model.options): strings such as ``1e-4`` that YAML 1.1 leaves as text -> floats."""
+    if isinstance(value, dict):
+        return {k: _yaml12_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_yaml12_floats(v) for v in value]
+    return float(value) if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()) else value
 
 
 def _hints(cls) -> dict:
@@ -253,9 +300,23 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def set_key(cfg: Config, key: str, value: Any, where: str = " (command line)") -> None:
+    """Set one dotted key. A path into a mapping key (``model.options.aux_logits``) merges into it."""
     if "." not in key:
         raise _unknown(key, where, all_keys())
-    section, name = key.split(".", 1)
+    section, name, *inner = key.split(".")
+    if inner and section in _SECTION_CLASSES:
+        fields = {f.name: f for f in dataclasses.fields(_SECTION_CLASSES[section])}
+        if name not in fields:
+            raise _unknown(f"{section}.{name}", where, all_keys())
+        if _hints(_SECTION_CLASSES[section])[name] is not dict:
+            raise UserError(f"config key '{section}.{name}'{where} is not a mapping, so '{key}' does not exist; "
+                            f"set it whole: {section}.{name}=VALUE")
+        merged = node = dict(getattr(getattr(cfg, section), name))   # a copy: a failed check changes nothing
+        for part in inner[:-1]:
+            node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
+            node = node[part]
+        node[inner[-1]] = value
+        value = merged
     apply(cfg, {section: {name: value}}, where)
 
 
@@ -316,6 +377,47 @@ def parse_duration(text, what: str = "duration") -> float:
     if seconds <= 0:
         raise UserError(f"{what} '{text}' must be longer than 0")
     return seconds
+
+
+def lookup(cfg: Config, key: str) -> Any:
+    """The value of a dotted key; a path into a mapping (``model.options.aux_logits``) gives None when missing."""
+    section, name, *inner = key.split(".")
+    value = getattr(getattr(cfg, section), name)
+    for part in inner:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def unused_reason(cfg: Config, key: str) -> str | None:
+    """Why ``key`` does not apply to ``cfg`` (e.g. ``'not used with schedule.name=cosine'``), or None."""
+    if key not in APPLIES_WHEN:
+        return None
+    selector, values = APPLIES_WHEN[key]
+    current = lookup(cfg, selector)
+    if current in values:
+        return None
+    if current is None:   # a mapping entry that is not set
+        return f"not used unless {selector}={' or '.join(_yaml_word(v) for v in values)}"
+    return f"not used with {selector}={_yaml_word(current)}"
+
+
+def _yaml_word(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The config as YAML that :func:`load_config` reads back, each key that does not apply to it
+    marked with a trailing comment (``# not used with optim.name=sgd``)."""
+    lines = ["# resolved config; a key marked 'not used' has no effect with the setting it names"]
+    for section, cls in _SECTION_CLASSES.items():
+        lines.append(f"{section}:")
+        for f in dataclasses.fields(cls):
+            # one flow-style line per key, so the comment can follow it
+            text = yaml.safe_dump({f.name: getattr(getattr(cfg, section), f.name)}, default_flow_style=True,
+                                  sort_keys=False, width=1 << 30).strip()[1:-1]
+            reason = unused_reason(cfg, f"{section}.{f.name}")
+            lines.append(f"  {text}" + (f"  # {reason}" if reason else ""))
+    return "\n".join(lines) + "\n"
 
 
 def describe() -> str:

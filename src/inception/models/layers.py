@@ -141,6 +141,11 @@ class InceptionBase(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# What init_weights does, for `inception models NAME` (keep the two in step).
+INIT_DESCRIPTION = ("He-normal convolutions (fan_out, ReLU gain), linear layers N(0, 0.01) with zero bias, "
+                    "BatchNorm weight 1 and bias 0")
+
+
 def init_weights(model: nn.Module) -> None:
     """He-normal convolutions, small-normal linear layers, unit BatchNorm: a sound start
     for training from scratch (torchvision's truncated normal with std 0.01 trains slowly

@@ -23,14 +23,17 @@ class _Entry:
     builder: Callable[..., InceptionBase]
     description: str
     defaults: dict
+    init: str = ""
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_model(name: str, builder: Callable[..., InceptionBase], description: str, **defaults) -> None:
-    """Register ``builder`` under ``name``; ``defaults`` are keyword arguments it is called with."""
-    _REGISTRY[name] = _Entry(name, builder, description, defaults)
+def register_model(name: str, builder: Callable[..., InceptionBase], description: str, *, init: str = "",
+                   **defaults) -> None:
+    """Register ``builder`` under ``name``; ``init`` says how its weights are initialised when trained
+    from scratch; ``defaults`` are keyword arguments it is called with."""
+    _REGISTRY[name] = _Entry(name, builder, description, defaults, init)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -88,6 +91,7 @@ class ModelInfo:
     macs: int
     num_features: int
     data_config: DataConfig
+    init: str = ""
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -130,6 +134,7 @@ def _info(name: str, frozen_kwargs: tuple) -> ModelInfo:
         macs=count_macs(model, model.data_config.input_size),
         num_features=model.num_features,
         data_config=model.data_config,
+        init=_entry(name).init,
     )
 
 
