@@ -221,7 +221,7 @@ def test_int8_keeps_accuracy_of_a_trained_model(tmp_path):
     from inception.cli import resolve_config_path
     from inception.config import load_config
     from inception.data.digits import _load
-    from inception.engine.trainer import train
+    from inception.engine.loop import train
 
     cfg = load_config(resolve_config_path("demo"), {"train.epochs": 12, "train.output_dir": str(tmp_path / "run"),
                                                     "train.device": "cpu", "train.log_interval": 1000})

@@ -15,7 +15,7 @@ from inception.cli import build_parser, main
 from inception.config import load_config
 from inception.engine.checkpoint import load_checkpoint
 from inception.engine.finetune import is_head
-from inception.engine.trainer import train
+from inception.engine.loop import train
 from inception.errors import UserError
 from inception.runs import write_status
 
@@ -94,7 +94,7 @@ def test_head_is_the_classifier_and_aux_heads():
 
 
 def test_time_limit_stops_within_one_step(data, tmp_path, monkeypatch, capsys):
-    import inception.engine.trainer as tr
+    import inception.engine.loop as tr
 
     calls = []
     real = tr.compute_loss
@@ -129,7 +129,7 @@ def test_plot_report_and_runs(data, pretrained, tmp_path, capsys):
     a = runs / "a"
     train(_cfg(data, a, **{"train.epochs": 2}), progress=False)
     # an interrupted run: SIGTERM during its second step (checkpointed, resumable)
-    import inception.engine.trainer as tr
+    import inception.engine.loop as tr
 
     real, calls = tr.compute_loss, []
 
@@ -184,7 +184,7 @@ def test_failed_run_status(data, tmp_path):
     with pytest.raises(UserError):
         train(_cfg(data, out, **{"model.num_classes": 7}), progress=False)
     cfg = _cfg(data, out / "r2", **{"train.max_bad_steps": 1})
-    import inception.engine.trainer as tr
+    import inception.engine.loop as tr
 
     real = tr.compute_loss
     tr.compute_loss = lambda *a, **k: (real(*a, **k)[0] * float("nan"), real(*a, **k)[1])

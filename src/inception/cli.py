@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     resume = getattr(args, "resume", None)
     if resume:
-        from .engine.trainer import resume_config
+        from .engine.loop import resume_config
 
         cfg = resume_config(resume, train_overrides(args))
     else:
@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from .engine.trainer import train
+    from .engine.loop import train
 
     result = train(cfg, resume=resume, auto_resume=not args.no_resume)
     if result.stopped_by == "time limit":
@@ -403,9 +403,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    off = " (default: off)" if default is argparse.SUPPRESS else ""    # else the formatter adds the default
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help=f"debug logging{off}")
     parser.add_argument("-q", "--quiet", action="store_true", default=default,
-                        help="warnings and results only (no progress or per-step lines)")
+                        help=f"warnings and results only, no progress or per-step lines{off}")
 
 
 class _CommandParser(argparse.ArgumentParser):

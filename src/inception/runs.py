@@ -28,6 +28,23 @@ def write_status(run_dir: Path, status: str, **extra) -> None:
         log.warning("could not write %s: %s", Path(run_dir) / "status.json", e)
 
 
+def new_run_dir(model: str, dataset: str, root: str | Path = "runs") -> Path:
+    """``runs/<model>-<dataset>-<YYYYmmdd-HHMMSS>``: where a run without ``--output-dir`` goes."""
+    return Path(root) / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create ``run_dir``, or say in one line why it cannot be written to."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output directory '{run_dir}' is not writable ({e.strerror}); choose another "
+                        "--output-dir") from None
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The records of ``RUN/metrics.jsonl`` (a torn last line, from a killed run, is ignored)."""
     path = Path(run_dir) / "metrics.jsonl"

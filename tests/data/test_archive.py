@@ -93,7 +93,8 @@ def test_real_cifar10_archive():
 
 def test_training_reads_the_archive_device_resident(tmp_path):
     from inception.config import load_config
-    from inception.engine.trainer import train, use_device_resident
+    from inception.data.pipeline import Preprocessing, resident
+    from inception.engine.loop import train
 
     _write_tree(tmp_path)
     archive = _tar(tmp_path)
@@ -101,6 +102,6 @@ def test_training_reads_the_archive_device_resident(tmp_path):
                              "data.image_size": 8, "train.epochs": 1, "train.batch_size": 4, "optim.lr": 0.01,
                              "train.output_dir": str(tmp_path / "run")})
     train_set, _ = build_datasets(cfg.data, IDENTITY)
-    assert use_device_resident(train_set, cfg, 8)
+    assert resident(train_set, cfg.data, Preprocessing.from_config(cfg.data, IDENTITY))
     result = train(cfg, progress=False)
     assert result.last_metrics["val_count"] == 4

@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from inception.data.decode import (CenterCropDecode, EncodedImage, RandomResizedCropDecode, jpeg_size, read_encoded,
                                    rrc_params)
 from inception.data.folder import ImageReadError, load_image
-from inception.data.loader import DeviceBatches
+from inception.data.loader import FileLoader
 from inception.data.transforms import eval_transform, train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -50,11 +50,11 @@ def test_shapes_dtypes_and_ranges():
         x = decoder(_enc(data))
         assert x.shape == (3, 48, 48) and x.dtype == torch.uint8 and 0 <= x.min() < x.max() <= 255
     batch = torch.stack([RandomResizedCropDecode(48)(_enc(data)) for _ in range(4)])
-    out = DeviceBatches(None, "cpu", MEAN, STD).prepare(batch)
+    out = FileLoader(None, "cpu", (MEAN, STD)).prepare(batch)
     want = v2.Normalize(MEAN, STD)(batch.float() / 255)
     assert out.dtype == torch.float32 and out.shape == batch.shape
     torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
-    cl = DeviceBatches(None, "cpu", MEAN, STD, channels_last=True).prepare(batch)
+    cl = FileLoader(None, "cpu", (MEAN, STD), channels_last=True).prepare(batch)
     assert cl.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(cl, want, atol=1e-5, rtol=1e-5)
 
@@ -191,11 +191,12 @@ def test_jpeg_size_reads_the_header():
     assert jpeg_size(_png(10, 10)) is None and jpeg_size(b"") is None and jpeg_size(b"\xff\xd8\xff") is None
 
 
-def test_device_batches_wrap_a_dataloader():
+def test_file_loader_wraps_a_dataloader():
     data = [(torch.full((3, 4, 4), i, dtype=torch.uint8), i) for i in range(6)]
-    loader = DeviceBatches(DataLoader(data, batch_size=4), "cpu", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    loader = FileLoader(DataLoader(data, batch_size=4), "cpu", ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
     assert len(loader) == 2 and loader.batch_size == 4
-    x, y = next(iter(loader))
+    x, y, skipped = next(iter(loader))
+    assert skipped == []
     assert x.dtype == torch.float32 and y.tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(x[3, 0, 0, 0], torch.tensor((3 / 255 - 0.5) / 0.25))
 
@@ -261,13 +262,13 @@ def test_deferred_decode_skips_or_names_a_corrupt_jpeg():
 
         def __len__(self):
             return 1
-    x, y, skipped = next(iter(DeviceBatches(OneBatch((batch, labels, [])), "cpu", MEAN, STD)))
+    x, y, skipped = next(iter(FileLoader(OneBatch((batch, labels, [])), "cpu", (MEAN, STD))))
     assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 2]
     assert len(skipped) == 1 and isinstance(skipped[0], Skipped) and skipped[0].path == "f1.jpg"
     with pytest.raises(ImageReadError, match="f1.jpg.*data.bad_image: skip"):
-        next(iter(DeviceBatches(OneBatch((batch, labels, [])), "cpu", MEAN, STD, bad_image="error")))
+        next(iter(FileLoader(OneBatch((batch, labels, [])), "cpu", (MEAN, STD), bad_image="error")))
     with pytest.raises(ImageReadError, match="f1.jpg"):
-        next(iter(DeviceBatches(OneBatch((batch, labels)), "cpu", MEAN, STD)))
+        next(iter(FileLoader(OneBatch((batch, labels)), "cpu", (MEAN, STD))))
 
 
 @pytest.mark.gpu

@@ -38,7 +38,7 @@ def test_loader_options(digits):
     assert tl.drop_last and tl.persistent_workers and not tl.pin_memory and len(tl) == len(train) // 100
     vl = build_loader(val, 100, train=False, workers=0, seed=0, device=torch.device("cuda"))
     assert not vl.drop_last and not vl.persistent_workers and vl.pin_memory and len(vl) == 4
-    labels = torch.cat([y for _, y in build_loader(val, 100, train=False, workers=0, seed=0, device=CPU)])
+    labels = torch.cat([b.labels for b in build_loader(val, 100, train=False, workers=0, seed=0, device=CPU)])
     assert torch.equal(labels, val.labels)  # eval order is the dataset order
     with pytest.raises(UserError, match="fewer than one batch of 2000"):
         build_loader(train, 2000, train=True, workers=0, seed=0, device=CPU)

@@ -71,12 +71,12 @@ def test_image_size_overrides_model_size():
 
 def test_cifar_preset_evaluates_whole_images():
     from inception.config import DataCfg
-    from inception.data import _eval_tf
+    from inception.data import Preprocessing
     from inception.models.layers import DataConfig
 
     dc = DataConfig(input_size=(3, 32, 32), min_input_size=2, mean=(0.0,) * 3, std=(1.0,) * 3, crop_pct=0.875)
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-    whole = _eval_tf(DataCfg(dataset="digits"), dc)(image)
+    whole = Preprocessing.from_config(DataCfg(dataset="digits"), dc).eval_transform()(image)
     torch.testing.assert_close((whole * 255).round().byte(), image)
-    cropped = _eval_tf(DataCfg(dataset="folder", data_dir="x"), dc)(image)
+    cropped = Preprocessing.from_config(DataCfg(dataset="folder", data_dir="x"), dc).eval_transform()(image)
     assert cropped.shape == (3, 32, 32) and not torch.equal((cropped * 255).round().byte(), image)

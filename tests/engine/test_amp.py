@@ -7,7 +7,7 @@ from torch import nn
 from inception.config import load_config
 from inception.engine.amp import Precision, StaticLossScaler
 from inception.engine.checkpoint import load_checkpoint
-from inception.engine.trainer import train
+from inception.engine.loop import train
 
 from ..conftest import three_class_folder
 

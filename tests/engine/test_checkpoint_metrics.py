@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from inception.engine.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint, save_file
-from inception.engine.metrics import MetricsLog, evaluate, topk_correct
+from inception.engine.evaluate import evaluate
+from inception.engine.metrics import MetricsLog, topk_correct
 from inception.errors import CheckpointError
 from inception.models.pretrained import CHECKPOINT_FORMAT
 

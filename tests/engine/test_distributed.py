@@ -13,8 +13,9 @@ from torch import nn
 from inception.config import load_config
 from inception.engine import distributed as dist_utils
 from inception.engine.checkpoint import load_checkpoint
-from inception.engine.metrics import ShardSampler, evaluate
-from inception.engine.trainer import train
+from inception.data.sampling import ShardSampler
+from inception.engine.evaluate import evaluate
+from inception.engine.loop import train
 from inception.models import register_model
 from inception.models.layers import DataConfig, InceptionBase
 

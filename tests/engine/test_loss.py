@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from inception.engine.trainer import compute_loss
+from inception.engine.loop import compute_loss
 from inception.models import AuxOutputs, create_model
 
 

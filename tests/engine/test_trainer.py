@@ -11,7 +11,7 @@ from inception.cli import main
 from inception.config import load_config
 from inception.engine.checkpoint import load_checkpoint
 from inception.engine.evaluate import evaluate_checkpoint
-from inception.engine.trainer import resume_config, train
+from inception.engine.loop import resume_config, train
 from inception.errors import UserError
 
 from ..data.conftest import write_image

@@ -76,7 +76,7 @@ def read_manifest(root: Path) -> dict:
 class ShardDataset(ImageFileDataset):
     """Images stored back to back in shard files; ``samples`` are ``(name, label)``."""
 
-    def __init__(self, root: Path, split: str, classes: list[str], *, transform=None) -> None:
+    def __init__(self, root: Path, split: str, classes: list[str], *, transform=None, **reading) -> None:
         index_path = root / f"{split}-index.npz"
         try:
             with np.load(index_path) as z:
@@ -85,7 +85,7 @@ class ShardDataset(ImageFileDataset):
         except (OSError, KeyError, ValueError) as e:
             raise UserError(f"cannot read the cache index '{index_path}' ({e}); run `inception prepare` again") from None
         super().__init__([(str(n), int(y)) for n, y in zip(names, labels)], classes, transform=transform,
-                         source=str(index_path))
+                         source=str(index_path), **reading)
         self.root, self.split = root, split
         self._fds: dict[int, int] = {}
         self._pid = None
@@ -116,17 +116,18 @@ def decode_pil(image: EncodedImage) -> Image.Image:
     return load_image(io.BytesIO(image.data), name=image.name)
 
 
-def cache_dataset(root: Path, split: str, transform=None) -> ImageFileDataset:
-    """One split of a cache written by :func:`prepare`, labelled by the source's classes."""
+def cache_dataset(root: Path, split: str, transform=None, **reading) -> ImageFileDataset:
+    """One split of a cache written by :func:`prepare`, labelled by the source's classes;
+    ``reading`` (``loader``, ``normalize``) goes to the dataset."""
     manifest = read_manifest(root)
     if split not in manifest["splits"]:
         raise UserError(f"the cache '{root}' has no split '{split}' (it has: {', '.join(manifest['splits'])}); "
                         "set data.train_split / data.val_split")
     classes = manifest["classes"]
     if manifest["layout"] == "shards":
-        return ShardDataset(root, split, classes, transform=transform)
+        return ShardDataset(root, split, classes, transform=transform, **reading)
     samples = read_list(root / f"{split}_list.txt", root)
-    return ImageFileDataset(samples, classes, transform=transform, source=str(root / split))
+    return ImageFileDataset(samples, classes, transform=transform, source=str(root / split), **reading)
 
 
 # --------------------------------------------------------------------------------------

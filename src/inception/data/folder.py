@@ -69,7 +69,7 @@ class ImageFileDataset(Dataset):
     (default :func:`load_image`, an RGB PIL image), then ``transform`` runs on it.
 
     ``normalize``, when set, is the ``(mean, std)`` that the batches still need: the fast
-    pipeline's samples are uint8 and :func:`~inception.data.loader.build_loader` normalizes
+    pipeline's samples are uint8 and :class:`~inception.data.loader.FileLoader` normalizes
     whole batches on the device.
     """
 
@@ -124,8 +124,9 @@ def find_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
-def folder_dataset(split_dir: Path, transform: Callable | None = None) -> ImageFileDataset:
-    """``split_dir/<class>/**/<image>``: classes are the sorted folder names."""
+def folder_dataset(split_dir: Path, transform: Callable | None = None, **reading) -> ImageFileDataset:
+    """``split_dir/<class>/**/<image>``: classes are the sorted folder names; ``reading``
+    (``loader``, ``normalize``) goes to :class:`ImageFileDataset`."""
     classes = find_classes(split_dir)
     if not classes:
         raise UserError(f"'{split_dir}' has no class sub-folders; expected {split_dir}/<class>/<image>.jpg")
@@ -139,7 +140,7 @@ def folder_dataset(split_dir: Path, transform: Callable | None = None) -> ImageF
             raise UserError(f"class folder '{split_dir / name}' has no images "
                             f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
         samples += [(f, label) for f in files]
-    return ImageFileDataset(samples, classes, transform=transform, source=str(split_dir))
+    return ImageFileDataset(samples, classes, transform=transform, source=str(split_dir), **reading)
 
 
 def read_label_names(root: Path) -> list[str] | None:
@@ -190,7 +191,7 @@ def read_list(list_file: Path, root: Path) -> list[tuple[str, int]]:
     return samples
 
 
-def list_dataset(list_file: Path, root: Path, transform: Callable | None = None) -> ImageFileDataset:
+def list_dataset(list_file: Path, root: Path, transform: Callable | None = None, **reading) -> ImageFileDataset:
     """A PaddleClas list file; classes from a label names file in ``root`` or ``"0".."N-1"``."""
     samples = read_list(list_file, root)
     top = max(label for _, label in samples)
@@ -200,4 +201,4 @@ def list_dataset(list_file: Path, root: Path, transform: Callable | None = None)
     elif top >= len(classes):
         raise UserError(f"'{list_file}' uses label {top} but the label names file in '{root}' names only "
                         f"{len(classes)} classes; add the missing names")
-    return ImageFileDataset(samples, classes, transform=transform, source=str(list_file))
+    return ImageFileDataset(samples, classes, transform=transform, source=str(list_file), **reading)

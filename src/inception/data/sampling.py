@@ -8,6 +8,8 @@ that (workers are processes that die with the run), so nothing random depends on
   ``DistributedSampler`` draws, so the order is the same for any world size), shards it
   by rank, and starts at any batch of the epoch, so a resumed epoch reads only the
   batches it still needs. It yields ``(epoch, index)`` keys.
+* :class:`ShardSampler` gives each process its own slice of an evaluation set, with no
+  duplicates, so counts summed over processes are exact.
 * :class:`SeededSamples` seeds each sample's augmentation from ``(seed, epoch, index)``,
   in whichever worker it lands, and restores the caller's RNG afterwards (with
   ``workers=0`` the training process's own RNG, which dropout uses, is untouched).
@@ -73,6 +75,25 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...``: every sample on exactly one process, with no
+    padding duplicates (unlike ``DistributedSampler``), so summed counts are exact (for
+    evaluation). ``set_epoch`` only sets where the next pass starts: the order is fixed."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0, batch_size: int = 1) -> None:
+        self.start = start_batch * batch_size
+
+    def __iter__(self):
+        return iter(range(self.rank + self.start * self.world_size, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank + self.start * self.world_size, self.n, self.world_size))
 
 
 class SeededSamples(Dataset):

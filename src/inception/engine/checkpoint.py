@@ -22,13 +22,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from .. import __version__
+from ..config import Config, apply, set_key, validate
+from ..errors import CheckpointError, UserError
 from ..models.pretrained import CHECKPOINT_FORMAT
 from ..utils import atomic_write, atomic_write_text
 
@@ -161,3 +165,119 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
             checksum_path(old).unlink(missing_ok=True)
         return path
+
+
+# --------------------------------------------------------------------------------------
+# What a training checkpoint holds, and resuming from one
+
+def rng_state() -> dict:
+    """Python, NumPy, torch CPU (and CUDA) RNG states, in types ``weights_only`` loads."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    if not state:
+        return
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, epoch: int, epoch_step: int,
+                     global_step: int, best_top1: float, metrics: dict | None, scaler: dict | None = None) -> dict:
+    """Everything a checkpoint holds: enough to resume, evaluate or export on its own.
+    ``(epoch, epoch_step)`` is where training goes on: batch ``epoch_step`` of epoch ``epoch``."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "inception_version": __version__,
+        "arch": cfg.model.name,
+        "model_class": type(model).__name__,
+        "model_options": dict(cfg.model.options),
+        "num_classes": model.num_classes,
+        "class_names": list(class_names),
+        "data_config": model.data_config.to_dict(),
+        "image_size": cfg.data.image_size or model.data_config.input_size[1],
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler or {},
+        "epoch": epoch,
+        "epoch_step": epoch_step,
+        "global_step": global_step,
+        "best_top1": best_top1,
+        "metrics": metrics or {},
+        "config": cfg.to_dict(),
+        "rng": rng_state(),
+    }
+
+
+def resume_config(resume: str | os.PathLike, overrides: dict | None = None) -> Config:
+    """The config of the run that wrote checkpoint ``resume`` (a file or a run directory),
+    with ``overrides`` (e.g. more epochs, another device) on top. The run continues in the
+    same run directory unless ``train.output_dir`` is overridden."""
+    path = resolve_checkpoint(resume)
+    ckpt = load_checkpoint(path)
+    cfg = apply(Config(), ckpt["config"], f" in {path}")
+    cfg.train.output_dir = str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def find_resume(resume: str | os.PathLike | None, run_dir: Path, *, auto_resume: bool, arch: str,
+                explicit_dir: bool) -> tuple[Path | None, dict | None, bool]:
+    """``(path, checkpoint, automatic)`` of the checkpoint a run starts from: ``resume`` (a
+    file, or a run directory's newest good checkpoint), else with ``auto_resume`` the newest
+    good one in an explicit output directory ``run_dir``; ``(None, None, False)`` for none."""
+    if resume and Path(resume).is_dir():
+        found = load_latest(resume)
+        if found is None:
+            raise UserError(f"'{resume}' holds no readable checkpoint (checkpoints/step_*.pt or last.pt); "
+                            "give a checkpoint file, or start a new run")
+        return (*found, False)
+    if resume:
+        path = resolve_checkpoint(resume)
+        return path, load_checkpoint(path), False
+    if auto_resume and explicit_dir:
+        found = load_latest(run_dir)
+        if found is not None:
+            if found[1].get("arch") != arch:
+                raise UserError(f"'{run_dir}' holds a run of {found[1].get('arch')}, not {arch}; choose another "
+                                "--output-dir, or pass --no-resume to start over there")
+            return (*found, True)
+    return None, None, False
+
+
+def save_checkpoint(state, epoch: int, epoch_step: int, best: bool = False) -> None:
+    """Rank 0 writes a checkpoint to go on from batch ``epoch_step`` of ``epoch``; never one
+    of a non-finite model, and a failed write (disk full, permissions) is reported and leaves
+    the previous checkpoint intact."""
+    if not state.main:
+        return
+    if not bool(torch.stack([p.detach().isfinite().all() for p in state.raw_model.parameters()]).all()):
+        raise UserError(f"the model's weights became NaN/Inf by step {state.global_step}; no checkpoint was "
+                        f"written, so the last good one stays in {state.run_dir / 'checkpoints'}; lower --lr "
+                        "or enable optim.grad_clip")
+    ckpt = checkpoint_state(cfg=state.cfg, model=state.raw_model, optimizer=state.optimizer,
+                            scheduler=state.scheduler, class_names=state.class_names, epoch=epoch,
+                            epoch_step=epoch_step, global_step=state.global_step, best_top1=state.best_top1,
+                            metrics=state.last_metrics, scaler=state.precision.state_dict())
+    try:
+        state.ckpts.save(ckpt, state.global_step, best=best)
+        state.save_failed = False
+    except OSError as e:
+        state.save_failed = True
+        log.error("could not write the checkpoint of step %d (%s); the previous checkpoint is intact and training "
+                  "goes on; free space or fix permissions in %s", state.global_step, e.strerror or e, state.ckpts.dir)

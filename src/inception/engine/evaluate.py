@@ -1,17 +1,71 @@
-"""Evaluate a checkpoint: top-1, top-5, loss, image count and img/s."""
+"""Evaluation: top-1, top-5, loss, image count and img/s of a model over a loader, or of a checkpoint."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import torch
+from torch import nn
+from tqdm import tqdm
 
 from ..config import Config, apply
-from ..data import build_eval_dataset, build_loader
+from ..data import build_eval_loader
 from ..models import apply_weights, create_model
+from ..report import write_eval_report
 from ..utils import atomic_write_text, resolve_device
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .metrics import evaluate
+from .distributed import all_reduce_sum
+from .metrics import topk_correct
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Module | None = None,
+             progress: bool = False, desc: str = "eval", num_classes: int | None = None) -> dict:
+    """Top-1, top-5, mean loss, image count and img/s of ``model`` over ``loader``.
+
+    Under torch.distributed each process passes its own shard; counts and loss sums are
+    summed over processes, so the figures are those of the whole dataset. With
+    ``num_classes``, ``confusion`` (a ``num_classes x num_classes`` int64 numpy array, rows
+    true, columns predicted) comes back too."""
+    criterion = criterion or nn.CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    n = torch.zeros((), dtype=torch.long, device=device)
+    c1 = torch.zeros((), dtype=torch.long, device=device)
+    c5 = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes if num_classes else 1, dtype=torch.long, device=device)
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        images, target = batch[0], batch[1]      # a third item lists skipped unreadable images
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)     # no-ops for our loaders (already there)
+        target = target.to(device, non_blocking=True)
+        logits = model(images)
+        loss_sum += criterion(logits, target).double() * target.shape[0]
+        a, b = topk_correct(logits, target)
+        c1 += a
+        c5 += b
+        n += target.shape[0]
+        if num_classes:
+            confusion += torch.bincount(target * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    all_reduce_sum(n, c1, c5, loss_sum, confusion)          # exact totals over processes (each saw its own shard)
+    count = int(n.item())
+    elapsed = time.perf_counter() - start
+    model.train(was_training)
+    extra = {"confusion": confusion.view(num_classes, num_classes).cpu().numpy()} if num_classes else {}
+    if count == 0:
+        return {"top1": 0.0, "top5": 0.0, "loss": float("nan"), "count": 0, "img_per_s": 0.0, **extra}
+    return {**extra,
+        "top1": 100.0 * c1.item() / count,
+        "top5": 100.0 * c5.item() / count,
+        "loss": loss_sum.item() / count,
+        "count": count,
+        "img_per_s": count / max(elapsed, 1e-9),
+    }
 
 
 def restore_model(checkpoint: str | Path) -> tuple:
@@ -43,16 +97,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
         apply(cfg, {"data": {"workers": workers}}, " (command line)")
     dev = resolve_device(device)
     model.to(dev)
-    ds = build_eval_dataset(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"])
-    loader = build_loader(ds, batch_size or cfg.train.batch_size, train=False, workers=cfg.data.workers,
-                          seed=0, device=dev)
+    loader = build_eval_loader(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"],
+                               batch_size=batch_size or cfg.train.batch_size, device=dev)
     classes = list(ckpt["class_names"])
     result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None)
     result.update(checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
                   dataset=cfg.data.dataset, split=split or cfg.data.val_split)
     if report_dir:
-        from ..report import write_eval_report
-
         confusion = result.pop("confusion")
         result["report_lines"] = write_eval_report(result, confusion, classes, report_dir)
     if json_path:

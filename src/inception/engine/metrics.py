@@ -1,15 +1,17 @@
-"""Accuracy, evaluation over a loader, and the run's metrics log."""
+"""Accuracy counts and the run's metrics log (metrics.jsonl, optionally TensorBoard)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import Sampler
-from tqdm import tqdm
+from torch import Tensor
+
+from ..errors import UserError
+
+log = logging.getLogger("inception")
 
 
 def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -> list[Tensor]:
@@ -19,70 +21,6 @@ def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -
     pred = logits.topk(maxk, dim=1).indices                  # (N, maxk)
     hit = pred.eq(target.view(-1, 1))                         # (N, maxk)
     return [hit[:, : min(k, maxk)].any(dim=1).sum() for k in ks]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Module | None = None,
-             progress: bool = False, desc: str = "eval", num_classes: int | None = None) -> dict:
-    """Top-1, top-5, mean loss, image count and img/s of ``model`` over ``loader``.
-
-    Under torch.distributed each process passes its own shard; counts and loss sums are
-    summed over processes, so the figures are those of the whole dataset. With
-    ``num_classes``, ``confusion`` (a ``num_classes x num_classes`` int64 numpy array, rows
-    true, columns predicted) comes back too."""
-    criterion = criterion or nn.CrossEntropyLoss()
-    was_training = model.training
-    model.eval()
-    n = torch.zeros((), dtype=torch.long, device=device)
-    c1 = torch.zeros((), dtype=torch.long, device=device)
-    c5 = torch.zeros((), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    confusion = torch.zeros(num_classes * num_classes if num_classes else 1, dtype=torch.long, device=device)
-    start = time.perf_counter()
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        images, target = batch[0], batch[1]      # a third item lists skipped unreadable images
-        if images is None:
-            continue
-        images = images.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        logits = model(images)
-        loss_sum += criterion(logits, target).double() * target.shape[0]
-        a, b = topk_correct(logits, target)
-        c1 += a
-        c5 += b
-        n += target.shape[0]
-        if num_classes:
-            confusion += torch.bincount(target * num_classes + logits.argmax(1), minlength=num_classes ** 2)
-    from .distributed import all_reduce_sum
-
-    all_reduce_sum(n, c1, c5, loss_sum, confusion)          # exact totals over processes (each saw its own shard)
-    count = int(n.item())
-    elapsed = time.perf_counter() - start
-    model.train(was_training)
-    extra = {"confusion": confusion.view(num_classes, num_classes).cpu().numpy()} if num_classes else {}
-    if count == 0:
-        return {"top1": 0.0, "top5": 0.0, "loss": float("nan"), "count": 0, "img_per_s": 0.0, **extra}
-    return {**extra,
-        "top1": 100.0 * c1.item() / count,
-        "top5": 100.0 * c5.item() / count,
-        "loss": loss_sum.item() / count,
-        "count": count,
-        "img_per_s": count / max(elapsed, 1e-9),
-    }
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world_size, ...``: every sample on exactly one process, with no
-    padding duplicates (unlike ``DistributedSampler``), so summed counts are exact."""
-
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.rank, self.world_size = n, rank, world_size
-
-    def __iter__(self):
-        return iter(range(self.rank, self.n, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
 
 
 class MetricsLog:
@@ -98,8 +36,6 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                from ..errors import UserError
-
                 raise UserError("train.tensorboard needs the tensorboard package: pip install tensorboard "
                                 "(or `pip install inception[tensorboard]`), or drop --tensorboard") from None
             self.writer = SummaryWriter(str(tensorboard))
@@ -122,3 +58,43 @@ class MetricsLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def file_logger(run_dir: Path, logger: logging.Logger) -> logging.Handler:
+    """Also write ``logger``'s records (INFO and up) to ``RUN/train.log``; remove the
+    returned handler when the run ends."""
+    handler = logging.FileHandler(Path(run_dir) / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def epoch_line(r: dict, epochs: int) -> str:
+    """The log line of an epoch record of ``metrics.jsonl``."""
+    line = (f"epoch {r['epoch']}/{epochs}: {r['epoch_time_s']:.1f}s, {r['ms_per_step']:.1f} ms/step, "
+            f"{r['img_per_s']:.0f} img/s, train loss {r['train_loss']:.4f}, train top-1 {r['train_top1']:.2f}%")
+    if "val_top1" in r:
+        line += f", val top-1 {r['val_top1']:.2f}% top-5 {r['val_top5']:.2f}% loss {r['val_loss']:.4f}"
+    if r["skipped_images"]:
+        line += f", skipped {r['skipped_images']} unreadable images"
+    if r["skipped_steps"]:
+        line += f", skipped {r['skipped_steps']} NaN/Inf steps"
+    return line
+
+
+def log_step(state, tally, bar) -> None:
+    """A log step: loss, lr and img/s (since the previous one) to metrics.jsonl, the log and the bar."""
+    now = time.perf_counter()
+    ips = tally.window[1] * state.info.world_size / max(now - tally.window[0], 1e-9)
+    tally.window = (now, 0)
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.losses.append(tally.loss)
+    if state.main:
+        state.metrics_log.write({"kind": "step", "epoch": state.epoch + 1, "step": state.global_step,
+                                 "loss": tally.loss, "lr": lr, "img_per_s": ips})
+        bar.set_postfix(loss=f"{tally.loss:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.0f}")
+        # With a progress bar the console shows these in the bar; train.log always gets them.
+        log.info("epoch %d step %d loss %.4f lr %.5g %.1f img/s", state.epoch + 1, state.global_step, tally.loss,
+                 lr, ips, extra={"in_progress_bar": state.progress})

@@ -1,6 +1,6 @@
 """Device-resident batches for in-memory datasets (digits, CIFAR files).
 
-:class:`DeviceLoader` holds a :class:`~inception.data.memory.MemoryDataset`'s images on the
+:class:`ResidentLoader` holds a :class:`~inception.data.memory.MemoryDataset`'s images on the
 training device as uint8 and makes every batch there with a few whole-batch tensor ops:
 one gather that crops (zero padding, per-sample offsets) and flips, then the conversion to
 float and the normalization. No DataLoader, worker or per-sample transform runs in the
@@ -9,7 +9,8 @@ capping throughput at what CPU workers can transform; on a CPU it is still more 
 times faster than per-sample transforms. Batches are the ``cifar`` preset's (``RandomCrop(size, padding)`` then a
 horizontal flip, each sample its own draw) or, with ``padding=0, hflip=False``, the
 ``none`` preset's; evaluation batches equal :func:`~inception.data.transforms.eval_transform`'s
-bit for bit. :meth:`DeviceLoader.from_dataset` reads these settings from the dataset's transform.
+bit for bit. :meth:`~inception.data.pipeline.Preprocessing.resident_arguments` gives the
+settings of each preset.
 
 Memory: the device holds ``N x C x (size + 2 * padding)^2`` bytes (CIFAR-10 at 32x32 with
 padding 4: 240 MB; at Inception v3's 299x299: 14 GB), besides the dataset's own copy.
@@ -20,7 +21,7 @@ Reproducibility. An epoch's order is ``torch.randperm(N)`` from a CPU generator 
 once. So batch ``k`` of epoch ``e`` depends on ``(seed, e, k)`` alone, is the same on a CPU
 and a GPU, and ``set_epoch(e, start_batch=k)`` resumes an interrupted epoch with exactly the
 batches it would have made, without computing the ``k`` skipped ones. As with
-``DistributedSampler``, call :meth:`DeviceLoader.set_epoch` before each epoch: without it,
+``DistributedSampler``, call :meth:`ResidentLoader.set_epoch` before each epoch: without it,
 every pass repeats the same epoch.
 
 Distributed (``world_size > 1``):
@@ -45,10 +46,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import UserError
+from .loader import Batch
 from .memory import MemoryDataset
 from .transforms import interpolation_mode
 
@@ -56,8 +57,9 @@ from .transforms import interpolation_mode
 _RESIZE_CHUNK_BYTES = 256 * 2**20
 
 
-class DeviceLoader:
-    """Batches of a uint8 image tensor held on ``device``: ``(images, labels)`` with images
+class ResidentLoader:
+    """Batches of a uint8 image tensor held on ``device``: :class:`~inception.data.loader.Batch` es
+    ``(images, labels, [])`` with images
     ``dtype`` ``B x C x size x size`` normalized with ``mean``/``std`` (in ``[0, 1]`` units)
     and labels int64, both on ``device``.
 
@@ -99,7 +101,7 @@ class DeviceLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.channels_last, self.dtype = channels_last, dtype
-        self.dataset_size = n
+        self.dataset_size, self.dataset = n, None      # from_dataset sets the dataset
         self.epoch, self._start_batch = 0, 0
 
         # Samples per rank and per epoch, and the length of the global epoch order they come from.
@@ -130,26 +132,14 @@ class DeviceLoader:
         self._strides, self._window = self._window_offsets(channels)
 
     @classmethod
-    def from_dataset(cls, dataset: MemoryDataset, **kwargs) -> "DeviceLoader":
-        """A loader over ``dataset.images`` / ``dataset.labels``.
-
-        Arguments not given (``size``, ``mean``, ``std``, ``padding``, ``hflip``,
-        ``interpolation``, ``resize_size``) are read from ``dataset.transform`` (see
-        :func:`transform_arguments`) when it is one of the presets of
-        :mod:`~inception.data.transforms` that can run on the device (``cifar``, ``none``, the
-        eval transform), so the batches are those the per-sample transform would make. A
-        transform with any other op (ColorJitter, RandomResizedCrop, ...) is a UserError,
-        unless ``size``, ``mean`` and ``std`` are given: it is then not used at all.
-        """
-        if dataset.transform is not None:
-            try:
-                derived = transform_arguments(dataset.transform)
-            except UserError:
-                if not {"size", "mean", "std"} <= set(kwargs):
-                    raise
-                derived = {}
-            kwargs = {**derived, **kwargs}
-        return cls(dataset.images, dataset.labels, **kwargs)
+    def from_dataset(cls, dataset: MemoryDataset, **kwargs) -> "ResidentLoader":
+        """A loader over ``dataset.images`` / ``dataset.labels`` (``loader.dataset`` is
+        ``dataset``); :meth:`Preprocessing.resident_arguments
+        <inception.data.pipeline.Preprocessing.resident_arguments>` gives the arguments that
+        reproduce the transform presets."""
+        loader = cls(dataset.images, dataset.labels, **kwargs)
+        loader.dataset = dataset
+        return loader
 
     def __len__(self) -> int:
         return self._num_batches
@@ -166,7 +156,7 @@ class DeviceLoader:
             raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         self.epoch, self._start_batch = int(epoch), int(start_batch)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         start, self._start_batch = self._start_batch, 0
         if not self.train:
             return self._eval_batches(start)
@@ -238,7 +228,7 @@ class DeviceLoader:
 
     # -- batches --------------------------------------------------------------------------
 
-    def _train_batches(self, order: Tensor, aug: Tensor, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _train_batches(self, order: Tensor, aug: Tensor, start: int) -> Iterator[Batch]:
         b = self.batch_size
         for k in range(start, len(self)):
             idx = order[k * b:(k + 1) * b]
@@ -246,15 +236,15 @@ class DeviceLoader:
                 images = self._crop_flip(idx, aug[k * b:(k + 1) * b])
             else:
                 images = self._store.index_select(0, idx)
-            yield self._normalize(images), self.labels[idx]
+            yield Batch(self._normalize(images), self.labels[idx], [])
 
-    def _eval_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _eval_batches(self, start: int) -> Iterator[Batch]:
         # Rank r's samples are r, r + W, ...: each batch is a strided view, no gather needed.
         b, r, w = self.batch_size, self.rank, self.world_size
         for k in range(start, len(self)):
             lo, hi = k * b, min((k + 1) * b, self.num_samples)
             sl = slice(r + lo * w, r + (hi - 1) * w + 1, w)
-            yield self._normalize(self._store[sl]), self.labels[sl]
+            yield Batch(self._normalize(self._store[sl]), self.labels[sl], [])
 
     def _crop_flip(self, idx: Tensor, aug: Tensor) -> Tensor:
         """One gather (``take`` with flat indices) from the padded store: sample i's window
@@ -292,45 +282,7 @@ class DeviceLoader:
                 f"{len(self)} batches, {self.size}x{self.size} on {self.device}{dist})")
 
 
-_PASSIVE = (v2.ToImage, v2.ToDtype, v2.ToPureTensor)
-
-
-def transform_arguments(transform) -> dict:
-    """The DeviceLoader arguments that reproduce ``transform``, a ``v2.Compose`` of the ops the
-    presets use: ``[Resize], [RandomCrop | CenterCrop], [RandomHorizontalFlip], ToDtype(float32,
-    scale=True), Normalize``. Anything else (ColorJitter, RandomResizedCrop, ...) is a one-line
-    UserError naming the op and the fix."""
-    ops = transform.transforms if isinstance(transform, v2.Compose) else [transform]
-    out: dict = {"padding": 0, "hflip": False}
-    for op in ops:
-        if isinstance(op, v2.ToDtype):
-            if op.dtype != torch.float32 or not op.scale:
-                raise UserError(f"the transform's {type(op).__name__}({op.dtype}, scale={op.scale}) cannot run on "
-                                "the device; set data.device_resident: false")
-        elif isinstance(op, _PASSIVE):
-            continue
-        elif isinstance(op, v2.Resize) and len(op.size) == 1 and op.max_size is None:
-            out["resize_size"], out["interpolation"] = op.size[0], op.interpolation.value
-        elif isinstance(op, v2.RandomCrop) and op.size[0] == op.size[1] and op.padding_mode == "constant" \
-                and op.fill == 0 and len(set(op.padding or [0])) == 1 and not op.pad_if_needed:
-            out["size"], out["padding"] = op.size[0], (op.padding or [0])[0]
-        elif isinstance(op, v2.CenterCrop) and op.size[0] == op.size[1]:
-            out["size"] = op.size[0]
-        elif isinstance(op, v2.RandomHorizontalFlip) and op.p == 0.5:
-            out["hflip"] = True
-        elif isinstance(op, v2.Normalize):
-            out["mean"], out["std"] = tuple(op.mean), tuple(op.std)
-        else:
-            raise UserError(f"the augmentation {type(op).__name__} cannot run on the device; set "
-                            "data.device_resident: false, or use data.augment cifar or none without color_jitter")
-    if "size" not in out and "resize_size" in out:
-        out["size"] = out["resize_size"]
-    if out.get("resize_size") == out.get("size"):
-        out.pop("resize_size", None)
-    return out
-
-
 def _aug_seed(seed: int, epoch: int) -> int:
     """A seed for the augmentation draws of (seed, epoch), independent of the order's ``seed + epoch``."""
-    digest = hashlib.blake2b(f"inception.DeviceLoader:{seed}:{epoch}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"inception.ResidentLoader:{seed}:{epoch}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from inception.data.device import DeviceLoader
+from inception.data.resident import ResidentLoader
 from inception.data.memory import MemoryDataset
 from inception.data.transforms import eval_transform
 from inception.errors import UserError
@@ -20,14 +20,17 @@ def _data(n: int, size: int = 8, seed: int = 0, width: int | None = None) -> tup
     return images, torch.arange(n)
 
 
-def _loader(images, labels, **kw) -> DeviceLoader:
+def _loader(images, labels, **kw) -> ResidentLoader:
     args = dict(batch_size=16, train=True, device=CPU, size=images.shape[-1], **ID)
-    return DeviceLoader(images, labels, **{**args, **kw})
+    return ResidentLoader(images, labels, **{**args, **kw})
 
 
 def _epoch(loader, epoch=0, start_batch=0):
+    """The epoch's (images, labels) pairs (every batch also lists no skipped images)."""
     loader.set_epoch(epoch, start_batch)
-    return list(loader)
+    batches = list(loader)
+    assert all(b.skipped == [] for b in batches)
+    return [b[:2] for b in batches]
 
 
 def _recover(out: torch.Tensor, sources: torch.Tensor, padding: int) -> torch.Tensor:
@@ -53,7 +56,7 @@ def test_shapes_dtypes_and_values():
     xs = torch.cat([b[0] for b in batches])
     assert 0 <= xs.min() and xs.max() <= 1
     assert (xs == 0).any() and (xs == 0).flatten(1).any(1).float().mean() > 0.3   # zero padding shows, often
-    x, _ = next(iter(_loader(images, labels, dtype=torch.bfloat16, mean=(0.5,) * 3, std=(0.5,) * 3)))
+    x, _, _ = next(iter(_loader(images, labels, dtype=torch.bfloat16, mean=(0.5,) * 3, std=(0.5,) * 3)))
     assert x.dtype == torch.bfloat16 and -1 <= x.min() and x.max() <= 1
 
 
@@ -94,7 +97,7 @@ def test_crop_offsets_uniform_and_flips_half():
 def test_eval_is_the_eval_transform_in_order():
     images, labels = _data(37, size=10)
     loader = _loader(images, labels, train=False, batch_size=8, **IMAGENET)
-    batches = list(loader)
+    batches = [b[:2] for b in loader]
     assert len(loader) == len(batches) == 5 and [len(y) for _, y in batches] == [8, 8, 8, 8, 5]
     x, y = (torch.cat(t) for t in zip(*batches))
     assert torch.equal(y, labels)
@@ -162,7 +165,7 @@ def test_distributed_train_shards(world):
 def test_distributed_eval_partitions_exactly(world):
     images, labels = _data(49)
     ranks = [_loader(images, labels, train=False, batch_size=4, world_size=world, rank=r) for r in range(world)]
-    runs = [list(rk) for rk in ranks]
+    runs = [[b[:2] for b in rk] for rk in ranks]
     assert [len(run) for run in runs] == [len(rk) for rk in ranks]
     seen = torch.cat([y for run in runs for _, y in run])
     assert sorted(seen.tolist()) == list(range(49))            # every sample exactly once, no padding
@@ -191,7 +194,7 @@ def test_resizes_once_up_front():
     wide, _ = _data(20, size=8, width=12)                      # non-square: short side to 16, center crop
     x = torch.cat([b[0] for b in _loader(wide, labels, size=16, train=False, **IMAGENET)])
     assert torch.equal(x, torch.stack([tf(im) for im in wide]))
-    x, _ = next(iter(_loader(images, labels, size=16, padding=4)))
+    x, _, _ = next(iter(_loader(images, labels, size=16, padding=4)))
     assert x.shape == (16, 3, 16, 16)
 
 
@@ -210,35 +213,44 @@ def test_channels_last_gives_the_same_values(train):
 def test_from_dataset():
     images, labels = _data(30)
     ds = MemoryDataset(images, labels, [str(i) for i in range(30)], source="synthetic")
-    loader = DeviceLoader.from_dataset(ds, batch_size=8, train=False, device=CPU, size=8, **ID)
+    loader = ResidentLoader.from_dataset(ds, batch_size=8, train=False, device=CPU, size=8, **ID)
     assert len(loader) == 4 and "30 images, eval" in repr(loader) and loader.nbytes == 30 * (3 * 8 * 8 + 8)
-    assert torch.equal(torch.cat([y for _, y in loader]), labels)
+    assert torch.equal(torch.cat([b.labels for b in loader]), labels)
 
 
-def test_from_dataset_reads_the_preset_transform():
-    from inception.data.transforms import train_transform
+def test_preprocessing_gives_the_presets_device_arguments():
+    """The pipeline derives the device-resident batches from the config, and they are the
+    per-sample presets' batches, bit for bit."""
+    from inception.config import DataCfg
+    from inception.data.pipeline import Preprocessing
+    from inception.models.layers import DataConfig
 
     images, labels = _data(30, size=10)
-    cifar = MemoryDataset(images, labels, ["x"] * 30, transform=train_transform(
-        preset="cifar", size=10, crop_padding=2, hflip=False, **IMAGENET))
-    loader = DeviceLoader.from_dataset(cifar, batch_size=8, train=True, device=CPU)
-    assert (loader.size, loader.padding, loader.hflip) == (10, 2, False)
-    assert DeviceLoader.from_dataset(cifar, batch_size=8, train=True, device=CPU, hflip=True).hflip
+    dc = DataConfig(input_size=(3, 10, 10), min_input_size=2, mean=IMAGENET["mean"], std=IMAGENET["std"],
+                    crop_pct=0.875)
+    pre = Preprocessing.from_config(DataCfg(dataset="cifar10", crop_padding=2, hflip=False), dc)
+    cifar = MemoryDataset(images, labels, ["x"] * 30, transform=pre.train_transform())
+    loader = ResidentLoader.from_dataset(cifar, batch_size=8, train=True, device=CPU, **pre.resident_arguments(True))
+    assert (loader.size, loader.padding, loader.hflip) == (10, 2, False) and loader.dataset is cifar
+    flip = Preprocessing.from_config(DataCfg(dataset="cifar10", hflip=True), dc).resident_arguments(True)
+    assert flip["hflip"] and flip["padding"] == 4
     # The eval transform with a crop fraction: resize the short side to 11, center crop 8, bit for bit.
-    tf = eval_transform(size=8, crop_pct=0.75, **IMAGENET)
-    val = MemoryDataset(images, labels, ["x"] * 30, transform=tf)
-    x = torch.cat([b[0] for b in DeviceLoader.from_dataset(val, batch_size=8, train=False, device=CPU)])
+    pre = Preprocessing.from_config(DataCfg(dataset="folder", image_size=8, crop_pct=0.75), dc)
+    val = MemoryDataset(images, labels, ["x"] * 30, transform=pre.eval_transform())
+    args = pre.resident_arguments(False)
+    assert args["resize_size"] == 10
+    x = torch.cat([b[0] for b in ResidentLoader.from_dataset(val, batch_size=8, train=False, device=CPU, **args)])
     assert x.shape == (30, 3, 8, 8) and torch.equal(x, torch.stack([val[i][0] for i in range(30)]))
     # The deterministic `none` preset, in training order.
-    none = MemoryDataset(images, labels, ["x"] * 30, transform=train_transform(preset="none", size=6, **IMAGENET))
-    x, y = next(iter(DeviceLoader.from_dataset(none, batch_size=8, train=True, device=CPU)))
+    pre = Preprocessing.from_config(DataCfg(dataset="cifar10", augment="none", image_size=6), dc)
+    none = MemoryDataset(images, labels, ["x"] * 30, transform=pre.train_transform())
+    x, y, _ = next(iter(ResidentLoader.from_dataset(none, batch_size=8, train=True, device=CPU,
+                                                    **pre.resident_arguments(True))))
     assert torch.equal(x, torch.stack([none[i][0] for i in y.tolist()]))
-    # What cannot run on the device is a one-line UserError, unless the caller sets the arguments itself.
-    jitter = MemoryDataset(images, labels, ["x"] * 30, transform=train_transform(
-        preset="cifar", size=10, color_jitter=0.4, **IMAGENET))
-    with pytest.raises(UserError, match="ColorJitter cannot run on the device; set data.device_resident: false"):
-        DeviceLoader.from_dataset(jitter, batch_size=8, train=True, device=CPU)
-    assert DeviceLoader.from_dataset(jitter, batch_size=8, train=True, device=CPU, size=10, **ID).padding == 4
-    imagenet = MemoryDataset(images, labels, ["x"] * 30, transform=train_transform(preset="imagenet", size=8, **ID))
-    with pytest.raises(UserError, match="RandomResizedCrop"):
-        DeviceLoader.from_dataset(imagenet, batch_size=8, train=True, device=CPU)
+    # What cannot run on the device is a one-line UserError naming the fix.
+    jitter = Preprocessing.from_config(DataCfg(dataset="cifar10", color_jitter=0.4), dc)
+    with pytest.raises(UserError, match="color_jitter cannot run on the device; set data.device_resident: false"):
+        jitter.resident_arguments(True)
+    assert jitter.resident_arguments(False)["padding"] == 0         # evaluation has no jitter
+    with pytest.raises(UserError, match="imagenet augmentation cannot run on the device"):
+        Preprocessing.from_config(DataCfg(dataset="folder"), dc).resident_arguments(True)
