@@ -1,0 +1,108 @@
+"""The one pipeline builder: which loader a config gets, and that every kind behaves alike."""
+
+import logging
+
+import pytest
+import torch
+
+from inception.config import DataCfg
+from inception.data import Batch, FileLoader, Preprocessing, ResidentLoader, build_eval_loader, build_loaders
+from inception.data.loader import cap_workers, usable_cores
+from inception.data.pipeline import uses_fast_decoder
+from inception.errors import UserError
+
+from .conftest import IDENTITY, write_image
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """train/{a,b} with 8 JPEGs each, val/{a,b} with 3."""
+    for split, n in (("train", 8), ("val", 3)):
+        for c, cls in enumerate("ab"):
+            for i in range(n):
+                write_image(tmp_path / split / cls / f"{i}.jpg", size=(40, 30), seed=100 * c + i)
+    return tmp_path
+
+
+def _kinds(cfg, **kw):
+    train, val = build_loaders(cfg, IDENTITY, batch_size=4, seed=3, device=CPU, **kw)
+    return train, val
+
+
+def test_the_config_decides_the_loader_kind(folder):
+    train, val = _kinds(DataCfg(dataset="digits", workers=0))
+    assert isinstance(train, ResidentLoader) and isinstance(val, ResidentLoader)
+    assert len(train.dataset) == 1437 and train.dataset.classes == [str(i) for i in range(10)]
+    train, _ = _kinds(DataCfg(dataset="digits", workers=0, device_resident=False))
+    assert isinstance(train, FileLoader) and train.normalize is None           # torchvision presets, float samples
+    fast = DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16)
+    train, val = _kinds(fast)
+    assert isinstance(train, FileLoader) and train.normalize == (IDENTITY.mean, IDENTITY.std)
+    assert train.dataset[(0, 0)][0].dtype == torch.uint8                       # the fast decoder's uint8 crops
+    for tv in (DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16, pipeline="torchvision"),
+               DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16, color_jitter=0.2)):
+        train, _ = _kinds(tv)
+        assert train.normalize is None and train.dataset[(0, 0)][0].dtype == torch.float32
+    assert uses_fast_decoder(fast) and not uses_fast_decoder(DataCfg(dataset="cifar10"))
+    with pytest.raises(UserError, match="data.gpu_decode needs the fast pipeline"):
+        uses_fast_decoder(DataCfg(dataset="folder", pipeline="torchvision", gpu_decode=True))
+
+
+@pytest.mark.parametrize("cfg", [
+    DataCfg(dataset="digits", workers=0, image_size=16),
+    DataCfg(dataset="digits", workers=0, image_size=16, device_resident=False),
+    "fast", "torchvision"])
+def test_every_loader_kind_yields_batches_and_resumes_mid_epoch(folder, cfg):
+    if isinstance(cfg, str):
+        cfg = DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16, pipeline=cfg)
+    train, val = _kinds(cfg)
+    train.set_epoch(1)
+    whole = list(train)
+    assert all(isinstance(b, Batch) and b.images.shape[1:] == (3, 16, 16) and b.images.dtype == torch.float32
+               and b.labels.dtype == torch.int64 and b.skipped == [] for b in whole)
+    train.set_epoch(1, start_batch=2)                                          # a resumed epoch: the same tail
+    tail = list(train)
+    assert len(tail) == len(whole) - 2
+    assert all(torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) for a, b in zip(whole[2:], tail))
+    train.set_epoch(2)
+    assert not torch.equal(torch.cat([b.labels for b in train]), torch.cat([b.labels for b in whole]))
+    val.set_epoch(0)
+    assert sum(len(b.labels) for b in val) == len(val.dataset)               # every val image once, in order
+
+
+def test_distributed_shards(folder):
+    cfg = DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16)
+    seen = []
+    for rank in range(2):
+        dist = type("Dist", (), {"rank": rank, "world_size": 2})()
+        _, val = build_loaders(cfg, IDENTITY, dist, batch_size=2, seed=0, device=CPU)
+        seen += [y for b in val for y in b.labels.tolist()]
+    assert sorted(seen) == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(UserError, match="train.batch_size 12 x 2 processes is larger than the training set"):
+        build_loaders(cfg, IDENTITY, type("Dist", (), {"rank": 0, "world_size": 2})(), batch_size=12, device=CPU)
+
+
+def test_crop_pct_sets_the_eval_resize(folder):
+    dc = IDENTITY
+    default = Preprocessing.from_config(DataCfg(dataset="folder", image_size=16), dc)
+    assert default.crop_pct == dc.crop_pct and default.resize_size == 16
+    wider = Preprocessing.from_config(DataCfg(dataset="folder", image_size=16, crop_pct=0.5), dc)
+    assert wider.resize_size == 32 and wider.eval_dict()["resize_size"] == 32
+    assert Preprocessing.from_config(DataCfg(dataset="digits"), dc).crop_pct == 1.0     # cifar preset: whole images
+    cfg = DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16, crop_pct=0.5)
+    loader = build_eval_loader(cfg, dc, batch_size=3, device=CPU)
+    full = build_eval_loader(DataCfg(dataset="folder", data_dir=str(folder), workers=0, image_size=16), dc,
+                             batch_size=3, device=CPU)
+    a, b = next(iter(loader)), next(iter(full))
+    assert a.images.shape == b.images.shape == (3, 3, 16, 16) and not torch.equal(a.images, b.images)
+
+
+def test_workers_are_capped_at_the_usable_cores(caplog):
+    cores = usable_cores()
+    assert cap_workers(0) == 0 and cap_workers(cores) == cores
+    with caplog.at_level(logging.INFO, logger="inception"):
+        assert cap_workers(cores + 7919) == cores
+        assert cap_workers(cores + 7919) == cores
+    assert sum("capped at the" in r.message for r in caplog.records) == 1     # noted once per value
