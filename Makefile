@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all clean
+.PHONY: install demo test test-slow test-all gpu-report clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m 'not gpu'
+
+# Every GPU figure the README promises, as one Markdown table (under 30 minutes on one GPU; without CUDA, a
+# tiny CPU smoke version of the same steps). Reads ../shared/data, or pass ARGS="--data DIR --cifar PATH".
+gpu-report: $(STAMP)
+	$(VENV)/bin/inception bench gpu-report --output gpu-report.md $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

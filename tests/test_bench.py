@@ -1,13 +1,20 @@
 """`inception bench`: model throughput on synthetic data, input pipeline throughput, peaks, the table."""
 
+import io
+import json
 import math
 import statistics
+import tarfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from inception.bench import (
     COLUMNS,
+    STEPS,
     BenchResult,
     bench_data,
     bench_model,
@@ -19,8 +26,12 @@ from inception.bench import (
     peak_flops,
     peak_flops_for_name,
 )
+from inception.cli import _bench_alias, main
 from inception.errors import UserError
 from inception.models import count_macs, create_model
+
+from .conftest import write_images
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -150,8 +161,6 @@ def test_bench_data_digits(pipeline, resident):
 
 
 def test_bench_data_folder(tmp_path):
-    from PIL import Image
-
     for split in ("train", "val"):
         for c, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
             (tmp_path / split / c).mkdir(parents=True)
@@ -233,3 +242,108 @@ def test_bench_cuda(precision):
 def test_fp16_loss_scaling_on_cpu():
     r = bench_model("googlenet", mode="train", precision="fp16", **SMALL)   # about 10 s: CPU fp16 kernels are slow
     assert r.precision == "fp16" and r.img_per_s > 0
+
+
+# --------------------------------------------------------------------------------------
+# The command line: subcommands, and the old spellings as aliases
+
+@pytest.mark.parametrize("old, new", [
+    (["bench", "googlenet", "--precision", "bf16"], ["bench", "model", "googlenet", "--precision", "bf16"]),
+    (["-q", "bench", "all", "--batch-size", "8", "16", "--steps", "2"],
+     ["-q", "bench", "model", "all", "--batch-size", "8", "16", "--steps", "2"]),
+    (["bench", "googlenet", "--data-dir", "d", "--workers", "2"],
+     ["bench", "model", "googlenet", "--data-dir", "d", "--workers", "2"]),
+    (["bench", "--data", "d", "--pipeline", "eval", "--data-steps", "3", "--gpu-decode"],
+     ["bench", "data", "d", "--pipeline", "eval", "--steps", "3", "--gpu-decode"]),
+    (["bench", "inception_v4", "--data=d", "--pipeline", "train"],
+     ["bench", "data", "d", "--model", "inception_v4", "--pipeline", "train"]),
+    (["bench", "googlenet", "--runtime", "torch", "onnxruntime", "--batch-size", "1", "32", "--mode", "infer"],
+     ["bench", "runtime", "googlenet", "--runtime", "torch", "onnxruntime", "--batch-size", "1", "32"]),
+    (["bench", "a.onnx", "b-int8.onnx", "--steps", "5"], ["bench", "runtime", "a.onnx", "b-int8.onnx", "--steps", "5"]),
+])
+def test_old_bench_spellings_become_subcommands(old, new):
+    assert _bench_alias(old) == (new, True)
+
+
+@pytest.mark.parametrize("argv", [["bench", "model", "googlenet"], ["bench", "data", "d"], ["bench"],
+                                  ["bench", "--help"], ["train", "googlenet"], ["bench", "gpu-report", "--quick"],
+                                  ["-v", "bench", "-q", "runtime", "a.onnx"]])
+def test_new_spellings_are_left_alone(argv):
+    assert _bench_alias(argv) == (argv, False)
+
+
+def test_bench_subcommands_on_the_command_line(tmp_path, capsys):
+    tiny = ["--image-size", "32", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--device", "cpu",
+            "--num-classes", "10", "--mode", "infer"]
+    assert main(["bench", "model", "googlenet", *tiny, "--json", str(tmp_path / "m.json")]) == 0
+    captured = capsys.readouterr()
+    assert "googlenet  infer" in captured.out and "deprecated" not in captured.err
+    assert json.loads((tmp_path / "m.json").read_text())["results"][0]["mode"] == "infer"
+    assert main(["bench", "googlenet", *tiny]) == 0                        # the old spelling, for one release
+    captured = capsys.readouterr()
+    assert "googlenet  infer" in captured.out
+    assert captured.err.count("note: 'inception bench ...' without a subcommand is deprecated; use "
+                              "'inception bench model|data|runtime' (it goes away in the next release)") == 1
+
+    write_images(tmp_path / "d" / "train", {"cat": 4, "dog": 4}, size=40)
+    write_images(tmp_path / "d" / "val", {"cat": 2, "dog": 2}, size=40, seed=1)
+    data = ["--image-size", "32", "--batch-size", "4", "--workers", "0", "--rounds", "1", "--steps", "2"]
+    assert main(["bench", "data", str(tmp_path / "d"), *data, "--json", str(tmp_path / "d.json")]) == 0
+    assert "x the torchvision baseline" in capsys.readouterr().out
+    assert json.loads((tmp_path / "d.json").read_text())["max_class_share_diff"] < 1e-9
+    assert main(["bench", "--data", str(tmp_path / "d"), "--pipeline", "eval", "--data-steps", "2",
+                 *data[:-2]]) == 0
+    captured = capsys.readouterr()
+    assert "input pipeline eval" in captured.out and "deprecated" in captured.err
+
+    # argparse enforces what each subcommand takes (exit status 2, one usage line)
+    for argv in (["bench"], ["bench", "data"], ["bench", "model"], ["bench", "model", "googlenet", "--rounds", "2"],
+                 ["bench", "runtime", "googlenet", "--precision", "bf16"], ["bench", "data", "d", "--mode", "train"],
+                 ["bench", "model", "googlenet", "--precision", "int8"], ["bench", "--pipeline", "train"]):
+        assert main(argv) == 2, argv
+        assert "error:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# The GPU report, in its CPU smoke form
+
+def _tiny_cifar_archive(path: Path) -> Path:
+    """A CIFAR-style .tar.gz: cifar/{train,test}/<class>/<n>.jpg, 32x32."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in (("train", 10), ("test", 3)):
+            for cls in ("cat", "dog"):
+                for i in range(n):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+                    info = tarfile.TarInfo(f"cifar/{split}/{cls}/{i}.jpg")
+                    info.size = buf.tell()
+                    buf.seek(0)
+                    tar.addfile(info, buf)
+    return path
+
+
+def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
+    """`inception bench gpu-report` without CUDA: the tiny version of every step, end to end."""
+    write_images(tmp_path / "images" / "train", {"cat": 14, "dog": 14}, size=48)
+    write_images(tmp_path / "images" / "val", {"cat": 3, "dog": 3}, size=48, seed=1)
+    cifar = _tiny_cifar_archive(tmp_path / "cifar.tar.gz")
+    out = tmp_path / "gpu-report.md"
+    assert main(["bench", "gpu-report", "--device", "cpu", "--data", str(tmp_path / "images"), "--cifar", str(cifar),
+                 "--workers", "1", "--output", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    table = out.read_text()
+    assert table in capsys.readouterr().out
+    assert "CPU smoke figures" in table and "torchvision" in table and "onnxruntime" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| step")]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(STEPS)
+    assert not any("failed" in row for row in rows), table
+    by_step = dict(zip(STEPS, rows))
+    assert "img/s" in by_step["GoogLeNet training"] and "skipped" in by_step["GoogLeNet training, torch.compile"]
+    assert "x** torchvision" in by_step["input pipeline vs torchvision"]
+    assert "compute-bound" in by_step["input pipeline, GPU decode"] or "input-bound" in by_step[
+        "input pipeline, GPU decode"]
+    assert "no CUDA device" in by_step["ONNX Runtime CUDA inference"]
+    assert "top-1" in by_step["CIFAR-10 fast recipe"] and "googlenet_cifar10_fast" in by_step["CIFAR-10 fast recipe"]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["smoke"] and [r["step"] for r in doc["rows"]] == list(STEPS)
+    assert doc["rows"][-1]["values"]["steps"] >= 1

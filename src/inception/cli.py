@@ -323,65 +323,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_runtimes(args: argparse.Namespace) -> int:
-    from .bench import bench_runtimes, format_runtime_results, parse_model_options
-
-    results = bench_runtimes(args.models, runtimes=args.runtime or ["torch", "onnxruntime"],
-                             batch_sizes=args.batch_size or [1, 32], image_size=args.image_size,
-                             steps=args.steps, warmup=args.warmup,
-                             device="cpu" if args.device == "auto" else args.device, threads=args.threads,
-                             num_classes=args.num_classes, model_options=parse_model_options(args.option))
-    print(format_runtime_results(results))
-    if args.json:
-        _write_json(args.json, {"runtimes": [r.to_dict() for r in results]})
-    return 0
-
-
-def _is_model_file(name: str) -> bool:
-    return Path(name).is_file() or name.endswith((".onnx", ".pt2", ".safetensors", ".pt", ".pth"))
-
-
-def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from .bench_pipeline import bench_pipeline, format_pipeline
-
-    if not args.data_dir:
-        raise UserError("--pipeline needs a dataset: --data PATH (a folder dataset, or a cache from `inception prepare`)")
-    if len(args.models) > 1 or (args.batch_size and len(args.batch_size) > 1):
-        raise UserError("--pipeline takes at most one model (for its input size and mean/std) and one --batch-size")
-    result = bench_pipeline(args.data_dir, pipeline=args.pipeline, dataset=args.dataset or "folder",
-                            model_name=args.models[0] if args.models else "googlenet", image_size=args.image_size,
-                            batch_size=args.batch_size[0] if args.batch_size else 64,
-                            workers=2 if args.workers is None else args.workers, steps=args.data_steps,
-                            rounds=args.rounds, device=args.device, baseline=args.baseline,
-                            gpu_decode=args.gpu_decode)
-    print(format_pipeline(result))
-    if args.json:
-        _write_json(args.json, result)
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench_model(args: argparse.Namespace) -> int:
     from .bench import bench_data, bench_model, format_data, format_results, parse_model_options
     from .models import list_models
 
-    if args.pipeline:
-        return cmd_bench_pipeline(args)
-    if not args.models:
-        raise UserError("name a model to bench (e.g. `inception bench googlenet`), or time the input pipeline "
-                        "with --data PATH --pipeline train|eval")
-    if args.runtime or any(_is_model_file(m) for m in args.models):
-        if args.data_dir or args.dataset or args.mode not in ("both", "infer") or args.precision != "fp32" \
-                or args.compile:
-            raise UserError("--runtime compares inference runtimes in fp32 on synthetic data; drop --mode train, "
-                            "--precision, --compile and --data-dir, or run them as a separate bench")
-        return cmd_bench_runtimes(args)
     models = list_models() if args.models == ["all"] else args.models
     modes = ["train", "infer"] if args.mode == "both" else [args.mode]
     options = parse_model_options(args.option)
     results, data = [], []
     for name in models:
         for mode in modes:
-            for batch in args.batch_size or [64]:
+            for batch in args.batch_size:
                 if args.data_dir or args.dataset:   # the pipeline this mode consumes; first: a bad path fails fast
                     data.append(bench_data(args.data_dir, dataset=args.dataset, model_name=name,
                                            model_options=options, image_size=args.image_size,
@@ -400,6 +352,98 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, {"results": [r.to_dict() for r in results], "data": data})
     return 0
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from .bench import bench_pipeline, format_pipeline
+
+    result = bench_pipeline(args.path, pipeline=args.pipeline, dataset=args.dataset, model_name=args.model,
+                            image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
+                            steps=args.steps, rounds=args.rounds, device=args.device, baseline=args.baseline,
+                            gpu_decode=args.gpu_decode)
+    print(format_pipeline(result))
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def cmd_bench_runtime(args: argparse.Namespace) -> int:
+    from .bench import bench_runtimes, format_runtime_results, parse_model_options
+
+    results = bench_runtimes(args.models, runtimes=args.runtime, batch_sizes=args.batch_size,
+                             image_size=args.image_size, steps=args.steps, warmup=args.warmup, device=args.device,
+                             threads=args.threads, num_classes=args.num_classes,
+                             model_options=parse_model_options(args.option))
+    print(format_runtime_results(results))
+    if args.json:
+        _write_json(args.json, {"runtimes": [r.to_dict() for r in results]})
+    return 0
+
+
+def cmd_bench_gpu_report(args: argparse.Namespace) -> int:
+    from .bench import gpu_report
+
+    report = gpu_report(device=args.device, quick=args.quick, data=args.data, cifar=args.cifar, workers=args.workers,
+                        output=args.output)
+    print(report.to_markdown(), end="")
+    if args.output:
+        print(f"wrote {args.output}")
+    if args.json:
+        _write_json(args.json, report.to_dict())
+    return 0
+
+
+def _is_model_file(name: str) -> bool:
+    return Path(name).is_file() or name.endswith((".onnx", ".pt2", ".safetensors", ".pt", ".pth"))
+
+
+BENCH_SUBCOMMANDS = ("model", "data", "runtime", "gpu-report")
+BENCH_DEPRECATED = ("note: 'inception bench ...' without a subcommand is deprecated; use 'inception bench "
+                    "model|data|runtime' (it goes away in the next release)")
+# The options of the old `inception bench` (no subcommand) that take values: how many (0: one or more).
+_OLD_BENCH_VALUES = {"--mode": 1, "--batch-size": 0, "--runtime": 0, "--threads": 1, "--image-size": 1,
+                     "--precision": 1, "--device": 1, "--steps": 1, "--warmup": 1, "--num-classes": 1,
+                     "--peak-tflops": 1, "--option": 1, "--data-dir": 1, "--data": 1, "--dataset": 1, "--workers": 1,
+                     "--data-steps": 1, "--pipeline": 1, "--rounds": 1, "--json": 1}
+
+
+def _bench_alias(argv: list[str]) -> tuple[list[str], bool]:
+    """``(argv, True)`` with an old ``inception bench ...`` command line (no subcommand; kept
+    for one release) spelled with the subcommand it meant: ``--pipeline`` -> ``data`` (``--data
+    PATH`` -> ``PATH``, ``--data-steps`` -> ``--steps``, a model -> ``--model``), ``--runtime`` or
+    model files -> ``runtime``, else ``model``. Any other command line: ``(argv, False)``."""
+    i = next((k for k, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    tail = argv[i + 1:]
+    if argv[i:i + 1] != ["bench"] or not tail or tail[0] in ("-h", "--help"):
+        return argv, False
+    positionals, options, k = [], [], 0     # options: (flag, values)
+    while k < len(tail):
+        flag, k = tail[k], k + 1
+        if not flag.startswith("-"):
+            positionals.append(flag)
+        elif "=" in flag:
+            options.append(tuple(flag.split("=", 1)))
+        else:
+            n = _OLD_BENCH_VALUES.get(flag)
+            end = k if n is None else k + n if n else next(
+                (j for j in range(k, len(tail)) if tail[j].startswith("-")), len(tail))
+            options.append((flag, *tail[k:end]))
+            k = end
+    if positionals[:1] and positionals[0] in BENCH_SUBCOMMANDS:     # `inception bench [-q] SUBCOMMAND ...`
+        return argv, False
+    flags = {o[0] for o in options}
+    if "--pipeline" in flags:
+        data = [o[1:] for o in options if o[0] in ("--data", "--data-dir")]
+        rename = {"--data-steps": "--steps"}
+        options = [(rename.get(o[0], o[0]), *o[1:]) for o in options
+                   if o[0] not in ("--data", "--data-dir", "--steps", "--warmup")]
+        new = ["data", *(v for d in data for v in d), *(v for m in positionals for v in ("--model", m))]
+    elif "--runtime" in flags or any(_is_model_file(m) for m in positionals):
+        options = [o for o in options if o not in (("--mode", "infer"), ("--mode", "both"))]
+        new = ["runtime", *positionals]
+    else:
+        new = ["model", *positionals]
+    return argv[:i + 1] + new + [v for o in options for v in o], True
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
@@ -588,68 +632,133 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the accuracy figures to this JSON file")
     p.set_defaults(func=cmd_infer)
 
-    p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU) and of the input pipeline",
+    p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU), of the input pipeline and "
+                                     "of inference runtimes; the GPU report",
                        formatter_class=fmt,
-                       description="Time training steps and inference of models on synthetic data already on the "
-                                   "device: medians over timed steps, warmup and compilation excluded. With --data-dir "
-                                   "or --dataset, also time the real input pipeline and say whether training would "
-                                   "be input-bound or compute-bound. With --runtime (or model files), compare "
-                                   "inference runtimes side by side: img/s and latency per batch size, interleaved "
-                                   "rounds, ratios against the first.")
-    p.add_argument("models", nargs="*", metavar="MODEL",
-                   help="model names (see `inception models`), or all; with --runtime also exported model files; "
-                        "with --pipeline at most one, whose input size and mean/std are used (default googlenet)")
-    p.add_argument("--mode", choices=["train", "infer", "both"], default="both",
+                       description="Honest throughput figures: medians over timed steps, warmup and compilation "
+                                   "excluded. `inception bench SUBCOMMAND --help` for each.")
+    bench = p.add_subparsers(dest="bench", metavar="SUBCOMMAND", required=True)
+
+    b = bench.add_parser("model", formatter_class=fmt,
+                         help="training and inference of models on synthetic data (default: both modes)",
+                         description="Time training steps (forward, loss, backward, SGD step) and eval-mode "
+                                     "inference of models on synthetic data already on the device: img/s, ms/step, "
+                                     "p90, peak memory, GMACs, TFLOPS and MFU. With --data or --dataset, also time "
+                                     "the trainer's input pipeline and say whether training would be input-bound or "
+                                     "compute-bound.")
+    b.add_argument("models", nargs="+", metavar="MODEL", help="model names (see `inception models`), or all")
+    b.add_argument("--mode", choices=["train", "infer", "both"], default="both",
                    help="train: forward, loss, backward, SGD step; infer: eval-mode forward")
-    p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
-                   help="images per step, one or more (default: 64; with --runtime: 1 32)")
-    p.add_argument("--runtime", nargs="+", choices=["torch", "onnxruntime"], default=None,
-                   help="compare inference runtimes side by side: PyTorch eager fp32 and ONNX Runtime (the model "
-                        "exported, BatchNorm folded); the first is the baseline of the ratios")
-    p.add_argument("--threads", type=int, default=None, help="--runtime: CPU threads for every runtime "
-                                                             "(default: the usable cores)")
-    p.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 autocast")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+    b.add_argument("--batch-size", type=int, nargs="+", default=[64], metavar="N", help="images per step, one or more")
+    b.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
+    b.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 autocast")
+    b.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC model and inputs (default: on for CUDA)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="the device's dense peak TFLOPS for this precision, for MFU (default: from a table of common GPUs)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", default=None,
+    b.add_argument("--steps", type=int, default=20, help="timed steps")
+    b.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
+    b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
+    b.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's dense peak TFLOPS for this precision, for MFU (default: from a table of common "
+                        "GPUs)")
+    b.add_argument("--option", action="append", metavar="KEY=VALUE", default=None,
                    help="model option, e.g. --option aux_logits=true (repeatable)")
-    p.add_argument("--data-dir", "--data", dest="data_dir", default=None, metavar="PATH",
-                   help="also time the input pipeline (the trainer's DataLoader) on this dataset root")
-    p.add_argument("--dataset", default=None,
-                   help="dataset kind for the pipeline: folder (default with --data-dir), list, cifar10, cifar100, "
-                        "or digits (built in, needs no --data-dir)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the pipeline (default: 2)")
-    p.add_argument("--device-resident", action=argparse.BooleanOptionalAction, default=None,
+    b.add_argument("--data", "--data-dir", dest="data_dir", default=None, metavar="PATH",
+                   help="also time the trainer's input pipeline on this dataset root")
+    b.add_argument("--dataset", default=None, choices=["folder", "list", "cifar10", "cifar100", "digits"],
+                   help="dataset kind for the pipeline: folder (default with --data), list, cifar10, cifar100, or "
+                        "digits (built in, needs no --data)")
+    b.add_argument("--workers", type=int, default=None, help="DataLoader workers for the pipeline (default: 2)")
+    b.add_argument("--device-resident", action=argparse.BooleanOptionalAction, default=None,
                    help="batch in-memory datasets (digits, CIFAR files) on the device, as the trainer does by "
                         "default with the cifar preset [data.device_resident]")
-    p.add_argument("--data-steps", type=int, default=50, help="timed batches of the pipeline (per round with --pipeline)")
-    p.add_argument("--pipeline", choices=["train", "eval"], default=None,
-                   help="time only the input pipeline on --data against the plain torchvision ImageFolder + PIL + "
-                        "transforms pipeline (same workers, batch and output size), in alternating rounds; prints "
-                        "img/s in total and per worker, the ratio, and the outputs' statistics")
-    p.add_argument("--rounds", type=int, default=5, help="--pipeline: alternating rounds (one epoch or --data-steps "
-                                                          "batches each); medians are reported")
-    p.add_argument("--gpu-decode", action="store_true",
-                   help="--pipeline: decode the JPEGs on --device in batches (data.gpu_decode; nvJPEG on CUDA)")
-    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                   help="--pipeline: also time the torchvision baseline (needs class folders)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
-    p.set_defaults(func=cmd_bench)
+    b.add_argument("--data-steps", type=int, default=50, help="timed batches of the pipeline")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
+    b.set_defaults(func=cmd_bench_model)
+
+    b = bench.add_parser("data", formatter_class=fmt,
+                         help="the trainer's input pipeline against plain torchvision (default: train)",
+                         description="Time the trainer's loader on a dataset against the plain torchvision pipeline "
+                                     "(ImageFolder + PIL + the same presets) with the same workers, batch, output "
+                                     "size and seeds, in alternating rounds; print img/s in total and per worker, "
+                                     "the ratio, and the outputs' statistics.")
+    b.add_argument("path", metavar="PATH", help="a folder dataset (PATH/train/<class>/...), a list dataset, or a "
+                                                "cache from `inception prepare`")
+    b.add_argument("--dataset", choices=["folder", "list"], default="folder", help="dataset kind of PATH")
+    b.add_argument("--pipeline", choices=["train", "eval"], default="train",
+                   help="train: random resized crops and flips, shuffled; eval: resize and center crop")
+    b.add_argument("--model", default="googlenet", help="the model whose input size and mean/std are used")
+    b.add_argument("--image-size", type=int, default=None, help="output side (default: the model's own)")
+    b.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    b.add_argument("--workers", type=int, default=2, help="DataLoader workers, the same for both pipelines")
+    b.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    b.add_argument("--steps", type=int, default=50, help="batches per round at most (one epoch if fewer)")
+    b.add_argument("--gpu-decode", action="store_true",
+                   help="decode the JPEGs on --device in batches (data.gpu_decode; nvJPEG on CUDA)")
+    b.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the torchvision baseline (needs class folders)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
+    b.set_defaults(func=cmd_bench_data)
+
+    b = bench.add_parser("runtime", formatter_class=fmt,
+                         help="inference runtimes side by side (default: PyTorch eager and ONNX Runtime)",
+                         description="Compare inference runtimes: img/s and latency per batch size, in interleaved "
+                                     "rounds, ratios against the first model/runtime of each batch size.")
+    b.add_argument("models", nargs="+", metavar="MODEL|FILE",
+                   help="model names (random weights, run on every --runtime) or exported model files (.onnx, "
+                        "INT8 included, checkpoints...; each on its own runtime)")
+    b.add_argument("--runtime", nargs="+", choices=["torch", "onnxruntime"], default=["torch", "onnxruntime"],
+                   help="PyTorch eager fp32 and ONNX Runtime (the model exported, BatchNorm folded); the first is "
+                        "the baseline of the ratios")
+    b.add_argument("--batch-size", type=int, nargs="+", default=[1, 32], metavar="N", help="batch sizes")
+    b.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default: the usable "
+                                                             "cores)")
+    b.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
+    b.add_argument("--steps", type=int, default=20, help="timed rounds")
+    b.add_argument("--warmup", type=int, default=5, help="untimed batches of each before them")
+    b.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime: also tensorrt)")
+    b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs of named models")
+    b.add_argument("--option", action="append", metavar="KEY=VALUE", default=None,
+                   help="model option, e.g. --option aux_logits=true (repeatable)")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
+    b.set_defaults(func=cmd_bench_runtime)
+
+    b = bench.add_parser("gpu-report", formatter_class=fmt,
+                         help="every GPU figure of the README as one Markdown table (default: printed)",
+                         description="GoogLeNet at 224 and Inception v4 at 299 training img/s and MFU in bf16 "
+                                     "(eager and torch.compile), the input pipeline at 224 with 16 workers with and "
+                                     "without GPU decode, ONNX Runtime CUDA inference, and the fast CIFAR-10 recipe "
+                                     "to its accuracy with its wall time: one Markdown table with the date, device, "
+                                     "versions and command lines. Under 30 minutes on one GPU; without CUDA a tiny "
+                                     "version of the same steps (CPU smoke figures) in about a minute.")
+    b.add_argument("--quick", action="store_true", help="fewer timed steps and rounds, 5 epochs of the CIFAR recipe")
+    b.add_argument("--output", default=None, metavar="FILE.md", help="also write the table to this file")
+    b.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (cpu: the smoke version)")
+    b.add_argument("--data", default=None, metavar="PATH",
+                   help="images for the pipeline steps: a folder dataset or a .tar.gz of class folders (default: "
+                        "../shared/data/imagenette-160.tar.gz, else imagewoof-sample.tar.gz)")
+    b.add_argument("--cifar", default=None, metavar="PATH",
+                   help="CIFAR-10 for the recipe step (default: ../shared/data/cifar10-jpg.tar.gz)")
+    b.add_argument("--workers", type=int, default=None, help="pipeline workers (default: 16 on a GPU, 2 on a CPU)")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
+    b.set_defaults(func=cmd_bench_gpu_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    argv, deprecated = _bench_alias(argv)
+    if deprecated:
+        print(BENCH_DEPRECATED, file=sys.stderr)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # a usage error, which argparse printed: its exit status (--help, --version: exit)
+        if e.code in (0, None):
+            raise
+        return e.code
     args.argv = argv
     rank = int(os.environ.get("RANK", "0") or 0)   # under torchrun only rank 0 talks
     level = logging.DEBUG if args.verbose else logging.INFO if rank == 0 and not args.quiet else logging.WARNING

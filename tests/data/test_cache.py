@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inception.bench_pipeline import bench_pipeline, format_pipeline
+from inception.bench import bench_pipeline, format_pipeline
 from inception.cli import main
 from inception.config import DataCfg
 from inception.data import build_datasets

@@ -1,10 +1,8 @@
-"""Honest throughput figures: a model's compute on synthetic data, and a real input pipeline.
+"""Model compute on synthetic data: img/s, ms/step, memory, MFU.
 
 ``bench_model`` times training steps (forward, loss, backward, SGD step) or inference
 forwards on a synthetic batch already on the device, so the figure is what the model and
-the device can do, with no input pipeline in the way. ``bench_data`` times the DataLoader
-the trainer would build for a dataset, with no model, so the two can be compared: when the
-pipeline delivers fewer images per second than the model consumes, training is input-bound.
+the device can do, with no input pipeline in the way (:mod:`.data` times that).
 
 How the figures are measured:
 
@@ -25,7 +23,8 @@ How the figures are measured:
 * ``peak_tflops`` is the device's dense (no sparsity) peak for the precision in use, from a
   table of common GPUs (:func:`peak_flops_for_name`); fp32 on a GPU with TF32 tensor cores
   (Ampere and later) is measured against the TF32 peak, since like the trainer the benchmark
-  lets convolutions and matmuls run as TF32 (and sets ``cudnn.benchmark``; both restored after). It is ``None`` on a CPU or an unknown GPU (then ``mfu`` is ``None`` too) unless
+  lets convolutions and matmuls run as TF32 (and sets ``cudnn.benchmark``; both restored
+  after). It is ``None`` on a CPU or an unknown GPU (then ``mfu`` is ``None`` too) unless
   given explicitly.
 """
 
@@ -39,25 +38,26 @@ import re
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import DataCfg, OptimCfg
-from .errors import UserError
-from .models import create_model
-from .utils import resolve_device
+from ..config import OptimCfg
+from ..engine.amp import Precision
+from ..engine.loop import compute_loss
+from ..engine.optim import build_optimizer
+from ..errors import UserError
+from ..models import create_model
+from ..utils import resolve_device
+from .common import device_label, percentile, sync
 
 log = logging.getLogger("inception")
 
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "bf16", "fp16")
-PIPELINES = ("train", "eval")
 AUX_WEIGHT = 0.3   # the loss weight of auxiliary heads, as in the default config
-
 
 @dataclass
 class BenchResult:
@@ -208,49 +208,6 @@ def _in_channels(model: nn.Module) -> int:
     return first.in_channels if first is not None else 3
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100)."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    if device.type == "cpu":
-        n = torch.get_num_threads()
-        return f"cpu ({n} thread{'' if n == 1 else 's'})"
-    return str(device)
-
-
-def parse_model_options(items: Iterable[str] | None) -> dict:
-    """``["aux_logits=true", "dropout=0.3"]`` -> ``{"aux_logits": True, "dropout": 0.3}`` (values are YAML)."""
-    import yaml
-
-    options = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"model option '{item}' must look like KEY=VALUE, e.g. aux_logits=true")
-        try:
-            options[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            options[key.strip()] = raw
-    return options
-
-
 def _check_args(mode: str, precision: str, batch_size: int, steps: int, warmup: int, num_classes: int) -> None:
     if mode not in MODES:
         raise UserError(f"bench mode '{mode}' is not valid; choose train or infer")
@@ -347,8 +304,8 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
 
     return BenchResult(
         model=model_name, mode=mode, batch_size=batch_size, image_size=size, precision=precision,
-        compile=compile, channels_last=channels_last, device=_device_label(dev),
-        img_per_s=img_per_s, ms_per_step=median_ms, p90_ms=_percentile(step_ms, 90),
+        compile=compile, channels_last=channels_last, device=device_label(dev),
+        img_per_s=img_per_s, ms_per_step=median_ms, p90_ms=percentile(step_ms, 90),
         wall_img_per_s=batch_size * steps / wall_s, peak_mem_mb=peak_mem, macs_per_image=macs,
         flops_per_image=flops_per_image, achieved_tflops=achieved, peak_tflops=peak_tflops,
         mfu=achieved / peak_tflops if peak_tflops else None, steps=steps, warmup=warmup,
@@ -360,10 +317,6 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
                what: str) -> tuple[list[float], float, float | None, float | None, int]:
     """Per-step times (ms) of the timed steps, the timed window's wall time (s), the compile
     time (s), the CUDA peak memory (MiB) and the optimizer steps the fp16 scaler skipped."""
-    from .engine.amp import Precision
-    from .engine.optim import build_optimizer
-    from .engine.trainer import compute_loss
-
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format)
     model.train(train)
@@ -403,9 +356,9 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
                 start = time.perf_counter()
                 step()
                 if i == 0 and compile:
-                    _sync(dev)
+                    sync(dev)
                     compile_s = time.perf_counter() - start
-            _sync(dev)
+            sync(dev)
             scale = scaler.get_scale() if scaler is not None else None
             step_ms: list[float] = []
             if dev.type == "cuda":
@@ -424,7 +377,7 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
                 for _ in range(steps):
                     start = time.perf_counter()
                     step()
-                    _sync(dev)
+                    sync(dev)
                     step_ms.append(1000 * (time.perf_counter() - start))
                 wall_s = time.perf_counter() - window
     except torch.cuda.OutOfMemoryError:
@@ -433,144 +386,6 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
     # Each inf/NaN gradient halves the scale and skips that step (growth needs 2,000 clean steps).
     skipped = round(math.log2(scale / scaler.get_scale())) if scale is not None else 0
     return step_ms, wall_s, compile_s, peak_mem, max(skipped, 0)
-
-
-# --------------------------------------------------------------------------------------
-# Input pipeline
-
-def bench_data(data_dir: str | Path | None = None, *, dataset: str | None = None, cfg: DataCfg | None = None,
-               model_name: str = "googlenet", model_options: dict | None = None, image_size: int | None = None,
-               pipeline: str = "train", batch_size: int = 64, workers: int | None = None,
-               device_resident: bool | None = None, steps: int = 20, warmup: int | None = None,
-               device: str | torch.device = "cpu", channels_last: bool | None = None) -> dict:
-    """Images per second the real input pipeline delivers, with no model: the datasets that
-    :func:`inception.data.build_datasets` builds (transforms for ``model_name``'s input size,
-    mean/std and interpolation) in the loader the trainer would use, for training
-    (``pipeline="train"``: augmented, shuffled) or evaluation (``"eval"``).
-
-    The loader is the trainer's choice: device-resident batches
-    (:class:`~inception.data.device.DeviceLoader`) for in-memory datasets (digits, CIFAR
-    files) with the cifar or none preset, else the DataLoader of
-    :func:`inception.data.build_loader` with ``workers`` processes; ``device_resident``
-    forces one or the other (``data.device_resident``). On a GPU the DataLoader's batches are
-    also copied to it (pinned memory, non-blocking), as in training.
-
-    The data come from ``cfg`` (a :class:`DataCfg`), or from ``data_dir`` and ``dataset``
-    (default: ``folder`` with a directory, the built-in ``digits`` without); ``workers``,
-    ``image_size`` and ``device_resident`` override the config's.
-
-    The first batch (worker start-up) and ``warmup`` batches (default ``2 x workers + 1``,
-    enough to drain the prefetch queue) are excluded; the loader is re-iterated when an epoch
-    ends. Because workers deliver batches in bursts, ``img_per_s`` is images over the wall
-    time of the timed window, not a per-batch median (the per-batch median ``ms_per_batch``
-    and ``p90_ms`` are reported too).
-    """
-    from .config import Config
-    from .data import build_datasets, build_loader
-    from .engine.trainer import use_device_resident
-    from .models import get_model_info
-
-    if pipeline not in PIPELINES:
-        raise UserError(f"data pipeline '{pipeline}' is not valid; choose train or eval")
-    if cfg is None:
-        cfg = DataCfg(dataset=dataset or ("folder" if data_dir is not None else "digits"),
-                      data_dir=str(data_dir) if data_dir is not None else None)
-    else:
-        cfg = dataclasses.replace(cfg)
-        if dataset:
-            cfg.dataset = dataset
-        if data_dir is not None:
-            cfg.data_dir = str(data_dir)
-    if workers is not None:
-        cfg.workers = workers
-    if image_size is not None:
-        cfg.image_size = image_size
-    if device_resident is not None:
-        cfg.device_resident = device_resident
-    if cfg.workers < 0 or batch_size < 1 or steps < 1:
-        raise UserError("bench_data: workers must be >= 0, batch_size and steps >= 1")
-    if cfg.dataset != "digits" and not cfg.data_dir:
-        raise UserError(f"dataset '{cfg.dataset}' needs a data directory (--data-dir PATH)")
-    dev = resolve_device(str(device))
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
-
-    dc = get_model_info(model_name, **(model_options or {})).data_config
-    size = cfg.image_size or dc.input_size[1]
-    train_set, val_set = build_datasets(cfg, dc)
-    ds = train_set if pipeline == "train" else val_set
-    resident = use_device_resident(ds, Config(data=cfg))
-    if resident:
-        from .data.device import DeviceLoader
-
-        loader = DeviceLoader.from_dataset(ds, batch_size=batch_size, train=pipeline == "train", device=dev,
-                                           seed=0, channels_last=channels_last)
-        workers_used = 0
-    else:
-        loader = build_loader(ds, batch_size, train=pipeline == "train", workers=cfg.workers, seed=0, device=dev)
-        workers_used = cfg.workers
-    if len(loader) == 0:
-        raise UserError(f"the {pipeline} data has no complete batch of {batch_size}; lower --batch-size")
-    warmup = 2 * workers_used + 1 if warmup is None else warmup
-    kind = "device-resident" if resident else f"DataLoader, {workers_used} workers"
-    log.info("bench input pipeline: %s %s (%s), batch %d, %d+%d batches", cfg.dataset, pipeline, kind,
-             batch_size, warmup, steps)
-
-    def batches() -> Iterator:
-        epoch = 0
-        while True:
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            yield from loader
-            epoch += 1
-
-    copy = not resident and dev.type != "cpu"
-    it = batches()
-    start = time.perf_counter()
-    first = next(it)
-    _sync(dev)
-    startup_s = time.perf_counter() - start
-    for _ in range(warmup):
-        next(it)
-    _sync(dev)
-    times, images = [], 0
-    window = last = time.perf_counter()
-    for _ in range(steps):
-        x, y = next(it)
-        if copy:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        images += x.shape[0]
-        now = time.perf_counter()
-        times.append(1000 * (now - last))
-        last = now
-    _sync(dev)
-    wall_s = time.perf_counter() - window
-    it.close()   # stops the workers
-    return {
-        "dataset": cfg.dataset, "data_dir": cfg.data_dir, "pipeline": pipeline, "loader": kind,
-        "model": model_name, "image_size": size, "batch_size": batch_size, "workers": workers_used,
-        "device": str(dev), "dataset_images": len(ds), "images": images, "steps": steps, "warmup": warmup,
-        "img_per_s": images / wall_s, "ms_per_batch": statistics.median(times), "p90_ms": _percentile(times, 90),
-        "startup_s": startup_s, "sample_shape": list(first[0].shape[1:]),
-    }
-
-
-def data_verdict(data_img_per_s: float, compute_img_per_s: float) -> tuple[float, str]:
-    """``(data / compute ratio, verdict)``: ``input-bound`` when the input pipeline delivers
-    fewer images per second than the model consumes, else ``compute-bound``."""
-    ratio = data_img_per_s / compute_img_per_s
-    return ratio, ("input-bound" if ratio < 1.0 else "compute-bound")
-
-
-def format_data(data: dict, result: BenchResult | None = None) -> str:
-    """One line for a :func:`bench_data` figure, compared with a model's compute when given."""
-    line = (f"input pipeline {data['dataset']} {data['pipeline']} ({data['image_size']}x{data['image_size']}, "
-            f"batch {data['batch_size']}, {data['loader']}): {data['img_per_s']:,.0f} img/s")
-    if result is None:
-        return line
-    ratio, verdict = data_verdict(data["img_per_s"], result.img_per_s)
-    shown = f"{ratio:.2f}" if ratio < 100 else f"{ratio:,.0f}"
-    return (f"{line} vs {result.model} {result.mode} compute {result.img_per_s:,.0f} img/s: "
-            f"data/compute {shown}x -> {verdict}")
 
 
 # --------------------------------------------------------------------------------------
@@ -606,163 +421,3 @@ def format_results(results: Sequence[BenchResult], notes: bool = True) -> str:
                     seen.add(n)
                     footer.append(f"note: {n}")
     return "\n".join(header + lines + footer)
-
-
-# --------------------------------------------------------------------------------------
-# Inference runtimes (deployment)
-
-RUNTIMES = ("torch", "onnxruntime")
-SETTLE_S = 0.05   # pause before each timed inference call (see bench_runtimes)
-
-
-@dataclass
-class RuntimeResult:
-    """Inference speed of one model on one runtime at one batch size; times in ms."""
-
-    target: str                     # a model name (random weights) or a model file
-    runtime: str                    # "torch" (eager) or "onnxruntime"
-    batch_size: int
-    image_size: int
-    device: str
-    threads: int
-    img_per_s: float                # batch_size / median batch time
-    ms_per_batch: float             # median
-    p90_ms: float
-    steps: int
-    ratio: float | None = None      # img_per_s / the baseline's at the same batch size
-    baseline: str = ""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _runtime_predictors(target: str, runtimes: Sequence[str], *, image_size: int | None, device: str,
-                        threads: int | None, num_classes: int, model_options: dict | None,
-                        workdir: Path) -> list[tuple[str, object]]:
-    """``[(runtime label, predictor)]`` for a model name (every runtime in ``runtimes``;
-    ONNX Runtime gets the model exported as ``inception export`` would) or a model file
-    (the runtime its format runs on)."""
-    from .export import fold_batchnorm, write_model
-    from .infer import TorchPredictor, load_predictor, model_metadata
-
-    if Path(target).exists() or target.endswith((".onnx", ".pt", ".pt2", ".pth", ".safetensors")):
-        predictor = load_predictor(target, device=device, threads=threads)
-        label = predictor.runtime
-        if predictor.metadata.get("precision") == "int8":
-            label += " int8"
-        return [(label, predictor)]
-    model = create_model(target, num_classes=num_classes, **(model_options or {})).eval()
-    metadata = model_metadata(model, None, None, image_size=image_size)
-    size = metadata["image_size"]
-    out = []
-    for runtime in runtimes:
-        if runtime == "torch":
-            out.append(("torch eager", TorchPredictor(target, model, metadata, device=device, threads=threads)))
-        elif runtime == "onnxruntime":
-            path = workdir / f"{target}-{size}.onnx"
-            write_model(fold_batchnorm(model), path, fmt="onnx", metadata=metadata, image_size=size)
-            out.append(("onnxruntime", load_predictor(path, device=device, threads=threads)))
-        else:
-            raise UserError(f"runtime '{runtime}' is not valid; choose from: {', '.join(RUNTIMES)}")
-    return out
-
-
-def bench_runtimes(targets: Sequence[str], *, runtimes: Sequence[str] = RUNTIMES,
-                   batch_sizes: Sequence[int] = (1, 32), image_size: int | None = None, steps: int = 20,
-                   warmup: int = 3, device: str = "cpu", threads: int | None = None, num_classes: int = 1000,
-                   model_options: dict | None = None) -> list[RuntimeResult]:
-    """Inference img/s and latency of models on runtimes, side by side.
-
-    ``targets`` are model names (random weights: speed does not depend on them), run on each
-    of ``runtimes`` (``torch``: PyTorch eager fp32 in ``inference_mode``; ``onnxruntime``:
-    the model exported to ONNX, BatchNorm folded, on ONNX Runtime with every graph
-    optimisation), or model files (``.onnx``, INT8 included, or checkpoints), run on their
-    own runtime. Both runtimes use the same number of CPU threads (``threads``, default the
-    usable cores).
-
-    To be fair on a shared, noisy machine the runs are interleaved: after ``warmup``
-    batches each, every timed round runs one batch on each model in turn, so drift in the
-    machine's speed hits all of them alike. ONNX Runtime keeps its deployment settings (its
-    pool threads spin-wait briefly after a call, which cuts latency); a pause of
-    ``SETTLE_S`` before each timed call lets them go idle, so they never steal the cores
-    from the next model timed. Figures are medians over ``steps`` rounds, and ``ratio`` is
-    against the first model/runtime at the same batch size.
-    """
-    from .infer import default_threads
-
-    if not targets:
-        raise UserError("give at least one model name or model file to benchmark")
-    for name, value, low in (("steps", steps, 1), ("warmup", warmup, 0)):
-        if value < low:
-            raise UserError(f"bench {name} must be >= {low}, got {value}")
-    if any(b < 1 for b in batch_sizes):
-        raise UserError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
-    threads = threads or default_threads()
-    torch.set_num_threads(threads)
-    results: list[RuntimeResult] = []
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="inception-bench-") as tmp:
-        entries = []
-        for target in targets:
-            for label, predictor in _runtime_predictors(target, runtimes, image_size=image_size, device=device,
-                                                        threads=threads, num_classes=num_classes,
-                                                        model_options=model_options, workdir=Path(tmp)):
-                entries.append((target, label, predictor))
-        sizes = {p.image_size for _, _, p in entries}
-        for batch in batch_sizes:
-            gen = torch.Generator().manual_seed(0)
-            inputs = {s: torch.randn(batch, 3, s, s, generator=gen).numpy() for s in sizes}
-            log.info("bench runtimes: batch %d, %d+%d rounds of %s", batch, warmup, steps,
-                     ", ".join(f"{t} ({lbl})" for t, lbl, _ in entries))
-            for _, _, p in entries:
-                for _ in range(warmup):
-                    p(inputs[p.image_size])
-            times: list[list[float]] = [[] for _ in entries]
-            for _ in range(steps):
-                for k, (_, _, p) in enumerate(entries):
-                    x = inputs[p.image_size]
-                    time.sleep(SETTLE_S)
-                    start = time.perf_counter()
-                    p(x)
-                    times[k].append(1000 * (time.perf_counter() - start))
-            base = None
-            for (target, label, p), ts in zip(entries, times):
-                median = statistics.median(ts)
-                r = RuntimeResult(target=target, runtime=label, batch_size=batch, image_size=p.image_size,
-                                  device=p.device, threads=threads, img_per_s=batch / (median / 1000),
-                                  ms_per_batch=median, p90_ms=_percentile(ts, 90), steps=steps)
-                if base is None:
-                    base = r
-                r.ratio = r.img_per_s / base.img_per_s
-                r.baseline = f"{base.target} {base.runtime}"
-                results.append(r)
-    return results
-
-
-def format_runtime_results(results: Sequence[RuntimeResult]) -> str:
-    """An aligned table of :func:`bench_runtimes` figures with each row's ratio to its baseline."""
-    cols = ("model", "runtime", "batch", "size", "img/s", "ms/batch", "p90 ms", "vs baseline")
-    rows = [cols]
-    for r in results:
-        ratio = "1.00x (baseline)" if r.baseline == f"{r.target} {r.runtime}" else f"{r.ratio:.2f}x"
-        rows.append((Path(r.target).name, r.runtime, str(r.batch_size), str(r.image_size), f"{r.img_per_s:,.1f}",
-                     f"{r.ms_per_batch:.1f}", f"{r.p90_ms:.1f}", ratio))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             .rstrip() for row in rows]
-    head = ""
-    if results:
-        r = results[0]
-        head = (f"device: {r.device}, {r.threads} threads; torch {torch.__version__}, onnxruntime "
-                f"{_ort_version()}; medians of {r.steps} interleaved rounds\n")
-    return head + "\n".join(lines)
-
-
-def _ort_version() -> str:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:   # pragma: no cover - a dependency
-        return "not installed"
