@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all gpu-report clean
+.PHONY: install demo lint test test-slow test-all gpu-report clean
 
 install: $(STAMP)
 
@@ -22,7 +22,11 @@ demo: $(STAMP)
 	@echo "--- test set, best checkpoint ($(DEMO_DIR)/checkpoints/best.pt):"
 	$(VENV)/bin/inception eval --checkpoint $(DEMO_DIR)/checkpoints/best.pt
 
-test: $(STAMP)
+# ruff: import order, unused names, line length, imports at module top (settings in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+test: lint
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

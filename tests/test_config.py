@@ -30,13 +30,16 @@ def test_every_recipe_loads(path):
 
 def test_seed_recipes_translate_the_seeds():
     c = load_config(CONFIGS / "googlenet_cifar10.yaml", {"data.data_dir": "x"})
-    assert (c.train.batch_size, c.train.epochs, c.optim.momentum, c.optim.lr, c.optim.weight_decay) == (128, 125, 0.9, 0.1, 5e-4)
+    assert (c.train.batch_size, c.train.epochs, c.optim.momentum, c.optim.lr,
+            c.optim.weight_decay) == (128, 125, 0.9, 0.1, 5e-4)
     assert (c.schedule.name, c.schedule.fractions, c.schedule.gamma) == ("multistep", [0.3, 0.6, 0.8], 0.1)
     g = load_config(CONFIGS / "googlenet_imagenet.yaml", {"data.data_dir": "x"})
-    assert (g.train.batch_size, g.train.epochs, g.optim.lr, g.schedule.milestones, g.schedule.gamma) == (256, 300, 0.1, [70, 140, 210, 280], 0.3)
+    assert (g.train.batch_size, g.train.epochs, g.optim.lr, g.schedule.milestones,
+            g.schedule.gamma) == (256, 300, 0.1, [70, 140, 210, 280], 0.3)
     assert g.optim.weight_decay == 1e-4 and g.optim.no_decay_bn_bias and g.train.label_smoothing == 0.1
     v4 = load_config(CONFIGS / "inception_v4_imagenet.yaml", {"data.data_dir": "x"})
-    assert (v4.optim.name, v4.optim.alpha, v4.optim.eps, v4.schedule.name, v4.train.label_smoothing) == ("rmsprop", 0.9, 1.0, "cosine", 0.1)
+    assert (v4.optim.name, v4.optim.alpha, v4.optim.eps, v4.schedule.name,
+            v4.train.label_smoothing) == ("rmsprop", 0.9, 1.0, "cosine", 0.1)
     assert v4.schedule.warmup_epochs > 0
 
 
@@ -60,7 +63,8 @@ def test_bad_values_are_one_line_errors(overrides, message):
 def test_yaml_file_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: 0.1\n  momentun: 0.9\n")
-    with pytest.raises(UserError, match=r"unknown config key 'optim.momentun' in .*bad.yaml; did you mean 'optim.momentum'"):
+    with pytest.raises(UserError,
+                       match=r"unknown config key 'optim.momentun' in .*bad.yaml; did you mean 'optim.momentum'"):
         load_config(bad)
     bad.write_text("optimizer:\n  lr: 0.1\n")
     with pytest.raises(UserError, match="unknown config key 'optimizer'"):

@@ -14,12 +14,16 @@ Every file is decoded in full, in worker processes, exactly as training would de
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from .data.folder import find_classes, load_image, read_list
 from .errors import UserError
 
 _CONVERTED = {"CMYK": "CMYK", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
@@ -75,12 +79,6 @@ class _Probe(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        import warnings
-
-        from PIL import Image
-
-        from .data.folder import load_image
-
         path = self.paths[i]
         try:
             if os.path.getsize(path) == 0:
@@ -112,10 +110,6 @@ def check_data(path: str | Path, *, dataset: str = "auto", workers: int | None =
                progress: bool = False) -> DataReport:
     """Scan a folder dataset (``root/<split>/<class>/*`` or ``root/<class>/*``) or a list
     file, decoding every file; see the module docstring."""
-    from tqdm import tqdm
-
-    from .data.folder import find_classes, read_list
-
     root = Path(path).expanduser()
     if not root.exists():
         raise UserError(f"'{root}' does not exist; give a dataset folder or a list file")

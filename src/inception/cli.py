@@ -525,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("plot", help="PNG curves of one or more runs (loss, lr, top-1/top-5, img/s)", formatter_class=fmt,
+    p = sub.add_parser("plot", help="PNG curves of one or more runs (loss, lr, top-1/top-5, img/s)",
+                       formatter_class=fmt,
                        description="Plot training loss, learning rate, validation top-1/top-5 and img/s from each "
                                    "run's metrics.jsonl; several runs are overlaid for comparison.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `inception train`")

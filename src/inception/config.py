@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import UserError
+from .utils import atomic_write_text
 
 
 def _f(default: Any, help: str, **limits) -> Any:
@@ -147,8 +148,6 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from .utils import atomic_write_text
-
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
@@ -364,8 +363,6 @@ def validate(cfg: Config) -> None:
 
 def parse_duration(text, what: str = "duration") -> float:
     """Seconds in ``3600``, ``45s``, ``90m``, ``1h30m``, ``2h``, ``1.5h``, ``1d``."""
-    import re
-
     value = str(text).strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", value):
         seconds = float(value)

@@ -39,13 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from safetensors.torch import save_file
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .engine.evaluate import restore_model
 from .errors import UserError
 from .infer import Predictor, TorchPredictor, image_batches, load_predictor, load_torch_module, resolve_inputs
-from .metadata import (INPUT_NAME, METADATA_FILE, METADATA_KEY, OUTPUT_NAME, model_metadata, onnx_props,
-                       sidecar_path)
+from .metadata import INPUT_NAME, METADATA_FILE, METADATA_KEY, OUTPUT_NAME, model_metadata, onnx_props, sidecar_path
 from .utils import atomic_write_text
 
 log = logging.getLogger("inception")
@@ -94,8 +99,6 @@ class ExportResult:
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval mode) with every BatchNorm that directly follows a
     convolution in a ``conv``/``bn`` pair folded into that convolution's weights and bias."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
@@ -148,8 +151,6 @@ def write_model(model: nn.Module, path: str | Path, *, fmt: str, metadata: dict,
                 program = torch.export.export(model, (example,), dynamic_shapes=_dynamic(batch_size))
                 torch.export.save(program, str(path), extra_files={METADATA_FILE: text})
             elif fmt == "safetensors":
-                from safetensors.torch import save_file
-
                 state = {k: v.contiguous() for k, v in model.state_dict().items()}
                 save_file(state, str(path), metadata={METADATA_KEY: text, "format": "pt"})
             else:
@@ -232,9 +233,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
     AVX-512 without VNNI) the u8 x s8 multiply-add accumulates pairs in int16 and can
     saturate with full 8-bit weights; 7-bit weights cannot.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = list(_batches(calibration, metadata, batch_size, workers))
     if not batches:
@@ -256,8 +254,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
                         per_channel=per_channel, reduce_range=reduce_range,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"CalibTensorRangeSymmetric": False})
-    import onnx
-
     model = onnx.load(str(out_path))
     del model.metadata_props[:]
     for key, value in onnx_props(metadata).items():
@@ -303,8 +299,6 @@ def export_checkpoint(checkpoint: str | Path, *, fmt: str = "onnx", output: str 
                       holdout_size: int = 500, reduce_range: bool = True, per_channel: bool = True,
                       max_int8_drop: float = 2.0, workers: int | None = None) -> ExportResult:
     """Export ``checkpoint`` (a file or a run directory); see the module docstring."""
-    from .engine.evaluate import restore_model
-
     if fmt not in FORMATS:
         raise UserError(f"export format '{fmt}' is not valid; choose one of: {', '.join(FORMATS)}")
     if batch_size is not None and batch_size < 1:

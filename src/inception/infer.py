@@ -33,12 +33,19 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnxruntime as ort
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from .data.folder import is_image_file, load_image, read_list
+from .data.transforms import eval_transform
+from .engine.evaluate import restore_model
 from .errors import UserError
 from .metadata import model_kind, model_metadata, read_metadata
-from .utils import atomic_write_text
+from .models import create_model
+from .utils import atomic_write_text, resolve_device
 
 log = logging.getLogger("inception")
 
@@ -120,8 +127,6 @@ class OnnxPredictor(Predictor):
 
     def __init__(self, path: str | Path, *, device: str = "auto", threads: int | None = None,
                  spin: bool = True) -> None:
-        import onnxruntime as ort
-
         path = Path(path)
         if not path.is_file():
             raise UserError(f"model file '{path}' does not exist; check --model")
@@ -167,8 +172,6 @@ class TorchPredictor(Predictor):
 
     def __init__(self, path: str | Path, module, metadata: dict, *, device: str = "auto",
                  threads: int | None = None) -> None:
-        from .utils import resolve_device
-
         dev = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
@@ -189,8 +192,6 @@ def load_torch_module(path: str | Path, kind: str | None = None) -> tuple[object
     path = Path(path)
     kind = kind or model_kind(path)
     if kind == "checkpoint":
-        from .engine.evaluate import restore_model
-
         model, ckpt, cfg, _ = restore_model(path)
         return model, model_metadata(model, ckpt, cfg)
     if not path.is_file():
@@ -209,9 +210,6 @@ def load_torch_module(path: str | Path, kind: str | None = None) -> tuple[object
         raise UserError(f"'{path}' is not a readable {kind} file ({_first_line(e)}); re-export it with "
                         "`inception export`") from None
     # safetensors: rebuild the architecture named in its metadata
-    from safetensors.torch import load_file
-
-    from .models import create_model
 
     if not metadata.get("model"):
         raise UserError(f"'{path}' carries no model name in its metadata; load plain weights with --pretrained, "
@@ -285,8 +283,6 @@ def resolve_inputs(path: str | Path, classes: Sequence[str], *, root: str | Path
 
     Files that turn out not to be images are skipped (and reported) when read.
     """
-    from .data.folder import is_image_file, read_list
-
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"input '{path}' does not exist; give an image, a folder or a list file")
@@ -327,8 +323,6 @@ def resolve_inputs(path: str | Path, classes: Sequence[str], *, root: str | Path
 
 def preprocess_transform(metadata: dict):
     """The eval transform a model's metadata describes (PIL image -> normalized float tensor)."""
-    from .data.transforms import eval_transform
-
     size = int(metadata.get("image_size") or 224)
     return eval_transform(size=size, mean=metadata.get("mean", (0.485, 0.456, 0.406)),
                           std=metadata.get("std", (0.229, 0.224, 0.225)),
@@ -347,8 +341,6 @@ class _ImageFiles(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from .data.folder import load_image
-
         path = self.samples[index][0]
         try:
             return self.transform(load_image(path)), index, None
@@ -414,8 +406,6 @@ def run_inference(predictor: Predictor, inputs: str | Path | Inputs, *, batch_si
     predictions: list[dict] = []
     skipped: list[dict] = []
     c1 = c5 = labelled = 0
-    from tqdm import tqdm
-
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(samples), unit="img", disable=not show, desc="infer", dynamic_ncols=True)
     start = time.perf_counter()

@@ -18,8 +18,12 @@ import json
 import zipfile
 from pathlib import Path
 
+import onnx
+from safetensors import safe_open
+
 from . import __version__
 from .config import DataCfg
+from .data import eval_preprocessing
 from .errors import UserError
 
 METADATA_VERSION = 1
@@ -31,8 +35,6 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 def model_metadata(model, ckpt: dict | None, cfg, *, image_size: int | None = None) -> dict:
     """What a deployer needs to run ``model`` (restored from checkpoint ``ckpt`` trained
     with config ``cfg``): its class names and its eval preprocessing, as plain values."""
-    from .data import eval_preprocessing   # the data package (torch, torchvision) only when exporting
-
     # a bare model (no training config): the model's own eval preprocessing (imagenet-style crop)
     pre = eval_preprocessing(cfg.data if cfg is not None else DataCfg(dataset="folder"), model.data_config)
     if image_size:
@@ -118,8 +120,6 @@ def read_metadata(path: str | Path) -> dict:
     path = Path(path)
     kind = model_kind(path)
     if kind == "onnx":
-        import onnx
-
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:
@@ -142,8 +142,6 @@ def read_metadata(path: str | Path) -> dict:
         except (zipfile.BadZipFile, ValueError):
             pass
     if kind == "safetensors":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}

@@ -17,10 +17,10 @@ from .utils import atomic_write_text
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - slow to import; only plots need it
 
     matplotlib.use("Agg")          # files only, no display needed
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after the backend is chosen
 
     return plt
 

@@ -46,7 +46,8 @@ def test_archive_is_read_into_memory_with_exact_pixels(tmp_path):
     archive = _tar(tmp_path)
     train, val = build_datasets(DataCfg(dataset="cifar10", data_dir=str(archive), augment="none"), IDENTITY)
     assert isinstance(train, MemoryDataset) and isinstance(val, MemoryDataset)
-    assert train.classes == val.classes == ["cat", "dog"] and len(train) == 6 and len(val) == 4  # val falls back to test
+    # val falls back to test
+    assert train.classes == val.classes == ["cat", "dog"] and len(train) == 6 and len(val) == 4
     assert train.images.shape == (6, 3, 32, 32) and train.images.dtype == torch.uint8
     assert torch.equal(train.images[0], torch.from_numpy(pixels[("train", "cat", 0)]).permute(2, 0, 1))
     image, label = val[3]

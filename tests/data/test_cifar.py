@@ -100,7 +100,8 @@ def test_truncated_binary_file(tmp_path):
     written = write_cifar(tmp_path, "cifar10", "binary")
     path = written["folder"] / "test_batch.bin"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(UserError, match=r"test_batch\.bin' is truncated: record 10 is incomplete \(2973 of 3073 bytes, at byte 27657\)"):
+    with pytest.raises(UserError, match=r"test_batch\.bin' is truncated: record 10 is incomplete "
+                                        r"\(2973 of 3073 bytes, at byte 27657\)"):
         build_datasets(_exact_cfg("cifar10", tmp_path), IDENTITY)
 
 

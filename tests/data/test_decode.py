@@ -13,8 +13,14 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from torchvision.transforms import v2
 
-from inception.data.decode import (CenterCropDecode, EncodedImage, RandomResizedCropDecode, jpeg_size, read_encoded,
-                                   rrc_params)
+from inception.data.decode import (
+    CenterCropDecode,
+    EncodedImage,
+    RandomResizedCropDecode,
+    jpeg_size,
+    read_encoded,
+    rrc_params,
+)
 from inception.data.folder import ImageReadError, load_image
 from inception.data.loader import FileLoader
 from inception.data.transforms import eval_transform, train_transform

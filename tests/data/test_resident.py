@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from inception.data.resident import ResidentLoader
 from inception.data.memory import MemoryDataset
+from inception.data.resident import ResidentLoader
 from inception.data.transforms import eval_transform
 from inception.errors import UserError
 

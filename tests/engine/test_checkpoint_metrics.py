@@ -84,7 +84,8 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(tmp_path / "trunc.pt")
     torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
-    with pytest.raises(CheckpointError, match="not an inception checkpoint; for torchvision/timm weights use --pretrained"):
+    with pytest.raises(CheckpointError,
+                       match="not an inception checkpoint; for torchvision/timm weights use --pretrained"):
         load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="without checkpoints/last.pt"):
         resolve_checkpoint(tmp_path)

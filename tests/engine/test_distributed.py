@@ -11,9 +11,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from inception.config import load_config
+from inception.data.sampling import ShardSampler
 from inception.engine import distributed as dist_utils
 from inception.engine.checkpoint import load_checkpoint
-from inception.data.sampling import ShardSampler
 from inception.engine.evaluate import evaluate
 from inception.engine.loop import train
 from inception.models import register_model

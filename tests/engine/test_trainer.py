@@ -197,7 +197,8 @@ def test_cli_train_and_eval(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("top1=") and "top5=" in out and "images=360" in out
     assert main(["train", "--set", "optim.lrr=1"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown config key 'optim.lrr' (command line); did you mean 'optim.lr'?"
+    assert capsys.readouterr().err.strip() == ("error: unknown config key 'optim.lrr' (command line); "
+                                               "did you mean 'optim.lr'?")
     assert main(["eval", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", "--print-config", "--model", "inception_v4"]) == 0

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import inception
-from inception.models import AuxOutputs, count_macs, create_model, get_model_info, list_models, model_summary
 from inception.errors import UserError
+from inception.models import AuxOutputs, count_macs, create_model, get_model_info, list_models, model_summary
 
 from ..conftest import SMALL_SIZE
 

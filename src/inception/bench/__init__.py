@@ -12,8 +12,18 @@
 
 from .common import parse_model_options
 from .data import PIPELINES, bench_data, bench_pipeline, data_verdict, format_data, format_pipeline
-from .model import (COLUMNS, MODES, PRECISIONS, BenchResult, bench_model, format_results, forward_macs, known_gpu,
-                    peak_flops, peak_flops_for_name)
+from .model import (
+                    COLUMNS,
+                    MODES,
+                    PRECISIONS,
+                    BenchResult,
+                    bench_model,
+                    format_results,
+                    forward_macs,
+                    known_gpu,
+                    peak_flops,
+                    peak_flops_for_name,
+)
 from .report import STEPS, Report, gpu_report
 from .runtime import RUNTIMES, RuntimeResult, bench_runtimes, format_runtime_results
 

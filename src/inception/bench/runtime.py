@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import onnxruntime
 import torch
 
 from ..errors import UserError
@@ -169,18 +170,10 @@ def format_runtime_results(results: Sequence[RuntimeResult]) -> str:
 
 
 def ort_version() -> str:
-    """The installed ONNX Runtime's version, or ``not installed``."""
-    try:
-        import onnxruntime   # optional at import time: only the runtime benches need it
-    except ImportError:   # pragma: no cover - a dependency
-        return "not installed"
+    """The installed ONNX Runtime's version."""
     return onnxruntime.__version__
 
 
 def ort_providers() -> list[str]:
     """ONNX Runtime's execution providers here (``CUDAExecutionProvider`` with onnxruntime-gpu)."""
-    try:
-        import onnxruntime
-    except ImportError:   # pragma: no cover - a dependency
-        return []
     return list(onnxruntime.get_available_providers())

@@ -12,8 +12,17 @@ missing path, an empty class, an unknown class) is a one-line
 
 from .folder import load_image
 from .loader import Batch, FileLoader, build_loader
-from .pipeline import (Preprocessing, augment_preset, build_datasets, build_eval_dataset, build_eval_loader,
-                       build_loaders, eval_preprocessing, hflip_enabled, image_size)
+from .pipeline import (
+                       Preprocessing,
+                       augment_preset,
+                       build_datasets,
+                       build_eval_dataset,
+                       build_eval_loader,
+                       build_loaders,
+                       eval_preprocessing,
+                       hflip_enabled,
+                       image_size,
+)
 from .resident import ResidentLoader
 from .transforms import eval_transform, train_transform
 

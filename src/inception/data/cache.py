@@ -47,8 +47,17 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..utils import atomic_write_text
 from .decode import EncodedImage
-from .folder import (ImageFileDataset, ImageReadError, find_classes, folder_dataset, is_image_file, load_image,
-                     read_label_names, read_list, to_rgb)
+from .folder import (
+    ImageFileDataset,
+    ImageReadError,
+    find_classes,
+    folder_dataset,
+    is_image_file,
+    load_image,
+    read_label_names,
+    read_list,
+    to_rgb,
+)
 
 log = logging.getLogger("inception")
 
@@ -83,7 +92,8 @@ class ShardDataset(ImageFileDataset):
                 self.shard, self.offset = z["shard"], z["offset"]
                 self.length, labels, names = z["length"], z["label"], z["name"]
         except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"cannot read the cache index '{index_path}' ({e}); run `inception prepare` again") from None
+            raise UserError(f"cannot read the cache index '{index_path}' ({e}); "
+                            "run `inception prepare` again") from None
         super().__init__([(str(n), int(y)) for n, y in zip(names, labels)], classes, transform=transform,
                          source=str(index_path), **reading)
         self.root, self.split = root, split

@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
+from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
@@ -196,7 +197,8 @@ def _bomb_check(width: int, height: int, name: str) -> None:
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > 2 * limit:
         raise ImageReadError(f"cannot read image '{name}' (Image size ({width * height} pixels) exceeds limit of "
-                             f"{2 * limit} pixels, could be decompression bomb DOS attack.); replace or delete the file")
+                             f"{2 * limit} pixels, could be decompression bomb DOS attack.); "
+                             "replace or delete the file")
 
 
 def _pil_tensor(im: Image.Image) -> Tensor:
@@ -204,7 +206,8 @@ def _pil_tensor(im: Image.Image) -> Tensor:
     return torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)
 
 
-def rrc_params(width: int, height: int, scale: Sequence[float], log_ratio: Sequence[float]) -> tuple[int, int, int, int]:
+def rrc_params(width: int, height: int, scale: Sequence[float],
+               log_ratio: Sequence[float]) -> tuple[int, int, int, int]:
     """``torchvision.transforms.RandomResizedCrop.get_params``, step for step, with the same
     torch RNG calls (so the same box for the same RNG state: a test checks it), minus its
     per-call tensor set-up. ``log_ratio`` is ``torch.log(torch.tensor(ratio)).tolist()``."""
@@ -261,7 +264,8 @@ class RandomResizedCropDecode:
         return out
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(size={self.size}, scale={self.scale}, ratio={tuple(round(r, 4) for r in self.ratio)}, "
+        ratio = tuple(round(r, 4) for r in self.ratio)
+        return (f"{type(self).__name__}(size={self.size}, scale={self.scale}, ratio={ratio}, "
                 f"interpolation={self.interpolation}, hflip={self.hflip})")
 
 
@@ -371,8 +375,6 @@ def _resize_on_device(pixels: Tensor, box: tuple, size: int, interpolation: str)
 def collate_images(items: list) -> tuple:
     """``default_collate`` for ``(image, label)`` samples, except that a batch with any
     :class:`Deferred` image becomes a :class:`DeferredBatch`."""
-    from torch.utils.data._utils.collate import default_collate
-
     if any(isinstance(image, Deferred) for image, _ in items):
         return DeferredBatch([image for image, _ in items]), torch.tensor([label for _, label in items])
     return default_collate(items)

@@ -20,8 +20,8 @@ SPLIT_SEED = 0
 @functools.lru_cache(maxsize=1)
 def _load() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{'train': (images, labels), 'test': ...}``: a fixed stratified 80/20 split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - scikit-learn takes a second to import; digits only
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415
 
     digits = load_digits()
     pixels = torch.from_numpy(digits.data).float().reshape(-1, 1, 8, 8) / 16.0  # values 0..16

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -57,8 +58,6 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    import numpy as np
-
     a = np.asarray(im, dtype=np.uint32 if im.mode == "I" else np.uint16).astype(np.float64)
     top = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
     return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")

@@ -81,7 +81,8 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; check the path")
     if verify and verify_checksum(path) is False:
-        raise CheckpointError(f"checkpoint '{path}' is corrupt (its SHA-256 does not match {checksum_path(path).name}); "
+        raise CheckpointError(f"checkpoint '{path}' is corrupt (its SHA-256 does not match "
+                              f"{checksum_path(path).name}); "
                               "use an earlier checkpoint of the run")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -100,7 +101,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for candidate in (path / "checkpoints" / "last.pt", path / "last.pt"):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"'{path}' is a directory without checkpoints/last.pt; give a run directory or a .pt file")
+        raise CheckpointError(f"'{path}' is a directory without checkpoints/last.pt; give a run directory or "
+                              "a .pt file")
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist; give a run directory or a .pt file")
     return path

@@ -34,7 +34,7 @@ class MetricsLog:
         self.writer = None
         if tensorboard is not None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional dependency
             except ImportError:
                 raise UserError("train.tensorboard needs the tensorboard package: pip install tensorboard "
                                 "(or `pip install inception[tensorboard]`), or drop --tensorboard") from None

@@ -10,6 +10,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..config import OptimCfg, ScheduleCfg
+from ..errors import UserError
+from .finetune import is_head
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -73,8 +75,6 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool, 
     and biases (every parameter of one dimension or less) are excluded from it, and into
     head and backbone (:mod:`~inception.engine.finetune`) when the backbone's learning rate
     is ``backbone_lr_scale`` x ``lr``. Empty groups are left out."""
-    from .finetune import is_head
-
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     parts = [(named, 1.0)]
     if backbone_lr_scale != 1.0:
@@ -97,14 +97,13 @@ def build_optimizer(model: nn.Module, cfg: OptimCfg, device: torch.device | None
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias, lr=cfg.lr,
                           backbone_lr_scale=backbone_lr_scale)
     if not groups:
-        from ..errors import UserError
-
         raise UserError("no parameter is left to train (every one is frozen); drop model.freeze_backbone or "
                         "give the model a classifier")
     # One fused kernel for the whole update on CUDA; foreach (batched) kernels elsewhere.
     fast = {"fused": True} if device is not None and device.type == "cuda" else {"foreach": True}
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               **fast)
     if cfg.name == "rmsprop":
         return RMSpropTF(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
     if cfg.name == "adamw":

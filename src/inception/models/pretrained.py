@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
@@ -71,9 +73,6 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     if not path.is_file():
         raise CheckpointError(f"weights file '{path}' does not exist; check the path")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return _strip(load_file(str(path), device="cpu")), {}
         except (SafetensorError, OSError, ValueError) as e:
@@ -83,7 +82,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     except pickle.UnpicklingError as e:
         found = re.search(r"(Trying to load unsupported GLOBAL [^\n]*|Unsupported global: [^\n]*)", str(e))
         if found is None:
-            raise CheckpointError(f"'{path}' is not a readable PyTorch weights file (corrupt or not a checkpoint)") from None
+            raise CheckpointError(f"'{path}' is not a readable PyTorch weights file (corrupt or not a "
+                                  "checkpoint)") from None
         raise CheckpointError(
             f"'{path}' holds Python objects that are not loaded, for safety ({found.group(1).strip()}); "
             "save a plain state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import UserError
 from .layers import DataConfig, InceptionBase
+from .pretrained import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,6 @@ def create_model(name: str, num_classes: int = 1000, pretrained: str | None = No
     model = entry.builder(num_classes=num_classes, **{**entry.defaults, **kwargs})
     model.arch = name
     if pretrained:
-        from .pretrained import load_pretrained
-
         load_pretrained(model, pretrained)
     return model
 
