@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from inception.config import DataCfg
-from inception.data import build_datasets
+from inception.data import build_datasets, build_eval_dataset, build_loaders
+from inception.data.archive import ArchiveDataset
 from inception.data.memory import MemoryDataset
 from inception.errors import UserError
 
-from .conftest import IDENTITY, to_uint8
+from .conftest import IDENTITY, to_uint8, write_image
 
 CIFAR_JPG = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
@@ -106,3 +107,74 @@ def test_training_reads_the_archive_device_resident(tmp_path):
     assert resident(train_set, cfg.data, Preprocessing.from_config(cfg.data, IDENTITY))
     result = train(cfg, progress=False)
     assert result.last_metrics["val_count"] == 4
+
+
+# --------------------------------------------------------------------------------------
+# --dataset folder --data-dir ARCHIVE: class folders read from the archive, kept encoded
+
+IMAGENETTE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "imagenette-160.tar.gz"
+
+
+def _folder_archive(tmp_path: Path) -> tuple[Path, Path]:
+    """top/{train,val}/<class>/ JPEGs of mixed sizes (val lacks a class), as a folder and as a .tar.gz."""
+    root = tmp_path / "top"
+    for split, classes, n in (("train", "abc", 3), ("val", "ab", 2)):
+        for c, cls in enumerate(classes):
+            for i in range(n):
+                write_image(root / split / cls / f"{i}.jpg", size=(30 + 4 * i, 24 + c), seed=10 * c + i)
+    (root / "train" / "README.txt").write_text("not an image")
+    archive = tmp_path / "top.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="top")
+    return root, archive
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "torchvision"])
+def test_folder_archive_reads_like_the_extracted_folder(tmp_path, pipeline):
+    root, archive = _folder_archive(tmp_path)
+    common = dict(dataset="folder", image_size=16, pipeline=pipeline, workers=0)
+    train, val = build_datasets(DataCfg(data_dir=str(archive), **common), IDENTITY)
+    ftrain, fval = build_datasets(DataCfg(data_dir=str(root), **common), IDENTITY)
+    assert isinstance(train, ArchiveDataset) and train.classes == ["a", "b", "c"] == val.classes   # val conformed
+    assert (len(train), len(val)) == (9, 4) and train.targets == ftrain.targets and val.targets == fval.targets
+    for ds, ref in ((train, ftrain), (val, fval)):
+        for i in (0, len(ds) // 2, len(ds) - 1):
+            torch.manual_seed(i)
+            a = ds[i][0]
+            torch.manual_seed(i)
+            assert torch.equal(a, ref[i][0])            # the same pixels (and crops) as the files give
+    assert isinstance(train._data, np.ndarray) and train._data.nbytes == sum(   # held encoded, not decoded
+        p.stat().st_size for p in root.rglob("*.jpg"))
+    ev = build_eval_dataset(DataCfg(data_dir=str(archive), **common), IDENTITY)
+    assert ev.classes == ["a", "b", "c"]                  # eval alone follows the archive's train classes
+
+
+def test_folder_archive_trains_with_workers(tmp_path):
+    _, archive = _folder_archive(tmp_path)
+    cfg = DataCfg(dataset="folder", data_dir=str(archive), image_size=16, workers=2)
+    train, _ = build_loaders(cfg, IDENTITY, batch_size=3, seed=0, device=torch.device("cpu"))
+    train.set_epoch(0)
+    batches = list(train)                                 # forked workers decode from the shared buffer
+    assert len(batches) == 3 and all(b.images.shape == (3, 3, 16, 16) for b in batches)
+    assert sorted(y for b in batches for y in b.labels.tolist()) == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_folder_archive_errors(tmp_path):
+    _, archive = _folder_archive(tmp_path)
+    with pytest.raises(UserError, match=r"has no split 'test' \(found: train, val\); set data.train_split"):
+        build_datasets(DataCfg(dataset="folder", data_dir=str(archive), val_split="test"), IDENTITY)
+    bad = tmp_path / "bad.tgz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(UserError, match="archive '.*bad.tgz' cannot be read"):
+        build_datasets(DataCfg(dataset="folder", data_dir=str(bad)), IDENTITY)
+
+
+def test_real_imagenette_archive():
+    if not IMAGENETTE.is_file():
+        pytest.skip(f"{IMAGENETTE} is not present")
+    train, val = build_datasets(DataCfg(dataset="folder", data_dir=str(IMAGENETTE), image_size=128), IDENTITY)
+    assert (len(train), len(val)) == (9469, 3925) and len(train.classes) == 10 == len(val.classes)
+    assert train.classes == sorted(train.classes) and train.classes[0] == "n01440764"
+    for ds, i in ((train, 0), (train, 9468), (val, 3924)):
+        image, label = ds[i]
+        assert image.shape == (3, 128, 128) and image.dtype == torch.uint8 and label == ds.targets[i]

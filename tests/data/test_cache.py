@@ -76,7 +76,7 @@ def test_images_are_resized_to_max_size_and_training_reads_the_cache(tmp_path):
     assert x.shape == (3, 32, 32) and x.dtype == torch.uint8
     shapes = set()
     for i in range(len(train)):
-        with Image.open(io.BytesIO(bytes(train._bytes(i)))) as im:
+        with Image.open(io.BytesIO(bytes(train.encoded(i)))) as im:
             shapes.add(im.size)
     assert (100, 60) in shapes and all(min(s) <= 60 for s in shapes)
     # list-dataset view of the same cache, and a split it does not have

@@ -38,7 +38,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -46,14 +46,13 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..utils import atomic_write_text
-from .decode import EncodedImage
+from .archive import member_parts
+from .decode import EncodedDataset
 from .folder import (
     ImageFileDataset,
     ImageReadError,
     find_classes,
     folder_dataset,
-    is_image_file,
-    load_image,
     read_label_names,
     read_list,
     to_rgb,
@@ -82,7 +81,7 @@ def read_manifest(root: Path) -> dict:
 # --------------------------------------------------------------------------------------
 # Reading
 
-class ShardDataset(ImageFileDataset):
+class ShardDataset(EncodedDataset):
     """Images stored back to back in shard files; ``samples`` are ``(name, label)``."""
 
     def __init__(self, root: Path, split: str, classes: list[str], *, transform=None, **reading) -> None:
@@ -100,7 +99,7 @@ class ShardDataset(ImageFileDataset):
         self._fds: dict[int, int] = {}
         self._pid = None
 
-    def _bytes(self, index: int) -> bytearray:
+    def encoded(self, index: int) -> bytearray:
         if self._pid != os.getpid():        # a new DataLoader worker: its own file handles
             self._fds, self._pid = {}, os.getpid()
         shard = int(self.shard[index])
@@ -109,21 +108,8 @@ class ShardDataset(ImageFileDataset):
             fd = self._fds[shard] = os.open(self.root / f"{self.split}-{shard:05d}.bin", os.O_RDONLY)
         return bytearray(os.pread(fd, int(self.length[index]), int(self.offset[index])))
 
-    def __getitem__(self, index: int):
-        name, label = self.samples[index]
-        encoded = EncodedImage(self._bytes(index), f"{self.source}:{name}")
-        image = decode_pil(encoded) if self.loader is load_image else encoded
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
-
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fds": {}, "_pid": None}
-
-
-def decode_pil(image: EncodedImage) -> Image.Image:
-    """An :class:`EncodedImage` as an RGB PIL image (the torchvision pipeline's input)."""
-    return load_image(io.BytesIO(image.data), name=image.name)
 
 
 def cache_dataset(root: Path, split: str, transform=None, **reading) -> ImageFileDataset:
@@ -172,19 +158,13 @@ def _source_items(src: Path) -> tuple[list[str], dict[str, int], Iterator]:
 
 
 def _archive_items(src: Path):
-    """Members ``[top/]<split>/<class>/<file>`` of a tar archive, read in one pass (a first
-    pass lists the names: cheap next to decoding)."""
-    def parse(name: str):
-        parts = PurePosixPath(name).parts
-        return tuple(parts[-3:]) if len(parts) >= 3 else None
-
+    """Members ``[top/]<split>/<class>/<file>`` of a tar archive (:func:`member_parts`), read
+    in one pass (a first pass lists the names: cheap next to decoding)."""
     try:
         with tarfile.open(src, "r:*") as tar:
-            names = [m.name for m in tar if m.isfile() and is_image_file(m.name)
-                     and not any(p.startswith(".") for p in PurePosixPath(m.name).parts)]
+            parsed = [p for p in (member_parts(m.name) for m in tar if m.isfile()) if p]
     except (OSError, tarfile.TarError) as e:
         raise UserError(f"cannot read the archive '{src}' ({e})") from None
-    parsed = [p for p in map(parse, names) if p]
     if not parsed:
         raise UserError(f"'{src}' holds no images under <split>/<class>/")
     split_names = sorted({s for s, _, _ in parsed})
@@ -196,10 +176,8 @@ def _archive_items(src: Path):
     def items():
         with tarfile.open(src, "r:*") as tar:
             for member in tar:
-                if not member.isfile() or not is_image_file(member.name):
-                    continue
-                p = parse(member.name)
-                if p is None or p[1] not in index or any(q.startswith(".") for q in PurePosixPath(member.name).parts):
+                p = member_parts(member.name) if member.isfile() else None
+                if p is None or p[1] not in index:
                     continue
                 yield p[0], index[p[1]], f"{p[1]}/{p[2]}", tar.extractfile(member).read()
     return classes, counts, items()

@@ -1,7 +1,7 @@
 """Which dataset a config names: one split opened from ``data.dataset`` and ``data.data_dir``.
 
 :func:`open_split` is the one dispatch over the dataset kinds (digits, CIFAR files, folders
-or archives of class folders, list files, caches written by ``inception prepare``). How the
+or ``.tar``/``.tar.gz`` archives of class folders, list files, caches written by ``inception prepare``). How the
 samples are read and transformed comes in a :class:`Reading`, decided by
 :mod:`~inception.data.pipeline`; nothing is changed on a dataset after it is built.
 """
@@ -16,11 +16,11 @@ from torch.utils.data import Dataset
 
 from ..config import DataCfg
 from ..errors import UserError
-from .archive import archive_dataset, is_archive, to_memory
+from .archive import ArchiveDataset, archive_classes, archive_dataset, is_archive, to_memory
 from .cache import cache_dataset, is_cache
 from .cifar import cifar_dataset, expected_layouts, find_cifar
 from .digits import digits_dataset
-from .folder import folder_dataset, list_dataset, load_image, require_dir
+from .folder import find_classes, folder_dataset, list_dataset, load_image, require_dir
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def open_split(cfg: DataCfg, split: str, reading: Reading) -> Dataset:
     if cfg.dataset in ("cifar10", "cifar100") and is_archive(path):
         fallbacks = ("test",) if split == cfg.val_split else ()
         return archive_dataset(path, split, reading.transform, fallbacks=fallbacks)
+    if cfg.dataset == "folder" and is_archive(path):     # class folders in a .tar/.tar.gz, kept encoded in memory
+        return ArchiveDataset(path, split, **reading.files())
     root = require_dir(path, "data directory", "set data.data_dir (--data-dir PATH)")
     fix = "create it or set data.train_split / data.val_split"
     if cfg.dataset in ("cifar10", "cifar100"):
@@ -75,6 +77,15 @@ def open_split(cfg: DataCfg, split: str, reading: Reading) -> Dataset:
     if cfg.dataset == "list":
         return list_dataset(_list_file(cfg, root, split), root, **reading.files())
     raise UserError(f"unknown data.dataset '{cfg.dataset}'; choose digits, cifar10, cifar100, folder or list")
+
+
+def folder_classes(cfg: DataCfg, split: str) -> list[str] | None:
+    """The class names of a folder dataset's ``split`` (a folder, or a split of an archive),
+    None when there is no such split."""
+    path = Path(cfg.data_dir).expanduser()
+    if is_archive(path):
+        return archive_classes(path, split)
+    return find_classes(path / split) if (path / split).is_dir() else None
 
 
 def is_train_part(cfg: DataCfg, split: str) -> bool:

@@ -42,10 +42,11 @@ from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from .folder import ImageReadError, to_rgb
+from .folder import ImageFileDataset, ImageReadError, load_image, to_rgb
 from .transforms import interpolation_mode
 
-__all__ = ["EncodedImage", "read_encoded", "RandomResizedCropDecode", "CenterCropDecode", "decode_box"]
+__all__ = ["EncodedImage", "EncodedDataset", "read_encoded", "decode_pil", "RandomResizedCropDecode",
+           "CenterCropDecode", "decode_box"]
 
 #: Errors that mean "this file is not a usable image".
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError)
@@ -68,6 +69,34 @@ def read_encoded(path: str | Path) -> EncodedImage:
             return EncodedImage(data, str(path))
     except OSError as e:
         raise ImageReadError(f"cannot read image '{path}' ({e.strerror or e}); replace or delete the file") from None
+
+
+def decode_pil(image: EncodedImage) -> Image.Image:
+    """An :class:`EncodedImage` as an RGB PIL image (the torchvision pipeline's input)."""
+    return load_image(io.BytesIO(image.data), name=image.name)
+
+
+class EncodedDataset(ImageFileDataset):
+    """Image files held as bytes (the shards of a cache, the members of an archive):
+    ``samples`` are ``(name, label)`` and :meth:`encoded` gives sample ``index``'s bytes.
+
+    The fast pipeline's decoder (``loader`` is :func:`read_encoded`) takes the
+    :class:`EncodedImage` itself; with the default loader (the torchvision pipeline) PIL
+    decodes it first. Messages name an image ``<where>:<name>`` (``where``: ``source``).
+    """
+
+    where: str = ""
+
+    def encoded(self, index: int) -> bytearray:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        name, label = self.samples[index]
+        encoded = EncodedImage(self.encoded(index), f"{self.where or self.source}:{name}")
+        image = decode_pil(encoded) if self.loader is load_image else encoded
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
 
 
 def _fail(name: str, e: Exception) -> ImageReadError:

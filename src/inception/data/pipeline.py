@@ -20,7 +20,6 @@ Every loader yields :class:`~inception.data.loader.Batch` es already on the devi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -28,9 +27,9 @@ from torch.utils.data import Dataset
 from ..config import DataCfg
 from ..errors import UserError
 from ..models.layers import DataConfig
-from .datasets import Reading, conform, open_split
+from .datasets import Reading, conform, folder_classes, open_split
 from .decode import CenterCropDecode, RandomResizedCropDecode, read_encoded
-from .folder import ImageFileDataset, find_classes
+from .folder import ImageFileDataset
 from .loader import build_loader
 from .resident import ResidentLoader
 from .sampling import EpochSampler, SeededSamples, ShardSampler, collate_skipping
@@ -186,9 +185,9 @@ def build_eval_dataset(cfg: DataCfg, data_config: DataConfig, split: str | None 
         conform(ds, list(class_names), against="the checkpoint's classes",
                 fix="evaluate with a checkpoint trained on these classes")
     elif isinstance(ds, ImageFileDataset) and cfg.dataset != "list" and split != cfg.train_split:
-        train_dir = Path(cfg.data_dir).expanduser() / cfg.train_split
-        if train_dir.is_dir():
-            conform(ds, find_classes(train_dir), against=f"the training split '{train_dir}'",
+        train_classes = folder_classes(cfg, cfg.train_split)
+        if train_classes is not None:
+            conform(ds, train_classes, against=f"the training split '{cfg.data_dir}/{cfg.train_split}'",
                     fix="remove them or pass the checkpoint's class names")
     return ds
 
