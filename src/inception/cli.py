@@ -212,7 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
                             json_path=args.json, progress=sys.stderr.isatty(), report_dir=args.report)
     print(f"top1={r['top1']:.2f}% top5={r['top5']:.2f}% loss={r['loss']:.4f} images={r['count']} "
-          f"img/s={r['img_per_s']:.1f} ({r['arch']}, {r['dataset']} {r['split']}, {r['checkpoint']})")
+          f"img/s={r['img_per_s']:.1f} ({r['arch']}{', EMA weights' if r['weights'] == 'ema' else ''}, "
+          f"{r['dataset']} {r['split']}, {r['checkpoint']})")
     for line in r.get("report_lines", []):
         print(line)
     return 0

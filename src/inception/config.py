@@ -134,6 +134,13 @@ class TrainCfg:
     tensorboard: bool = _f(False, "also log the metrics to RUN/tensorboard (needs `pip install tensorboard`)")
     max_bad_steps: int = _f(
         10, "stop after this many consecutive steps with a NaN/Inf loss (each one is skipped, not applied)", ge=1)
+    ema_decay: float | None = _f(
+        None, "keep an exponential moving average of the weights and BatchNorm statistics, updated after every "
+        "optimizer step with this decay (e.g. 0.999; null = off); evaluated beside the model (ema_val_* in "
+        "metrics.jsonl) and checkpointed; best.pt, eval and export use whichever of the two scored higher", gt=0, lt=1)
+    ema_warmup: bool = _f(
+        False, "EMA decay warmup (timm's): the decay at update n is min(ema_decay, (1 + n) / (10 + n)), so a short "
+        "run soon forgets its first, random weights")
 
 
 @dataclass

@@ -65,6 +65,14 @@ class StaticLossScaler:
         self.skipped = int(state.get("skipped", 0))
 
 
+def _found_inf(scaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """1 when ``unscale_`` found non-finite gradients (so the step will be skipped), else 0."""
+    if isinstance(scaler, StaticLossScaler):
+        return scaler._found_inf[id(optimizer)]
+    # GradScaler keeps it per device between unscale_ and update (private, but stable since torch 1.6).
+    return sum(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())
+
+
 class Precision:
     """Autocast and loss scaling for one of ``fp32``, ``bf16``, ``fp16``.
 
@@ -95,10 +103,15 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, parameters, grad_clip: float | None) -> None:
-        """Unscale (fp16), clip, step (skipped on non-finite fp16 gradients), update the scale."""
+    def step(self, optimizer: torch.optim.Optimizer, parameters, grad_clip: float | None) -> torch.Tensor | None:
+        """Unscale (fp16), clip, step (skipped on non-finite fp16 gradients), update the scale.
+
+        Returns, with a scaler, a one-element tensor on the device: 1 when the step was
+        applied, 0 when it was skipped (read without a host sync; the EMA uses it)."""
+        applied = None
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
+            applied = 1.0 - _found_inf(self.scaler, optimizer)
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
         if self.scaler is not None:
@@ -106,6 +119,7 @@ class Precision:
             self.scaler.update()
         else:
             optimizer.step()
+        return applied
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict() if self.scaler is not None else {}

@@ -35,6 +35,7 @@ from ..config import Config, apply, set_key, validate
 from ..errors import CheckpointError, UserError
 from ..models.pretrained import CHECKPOINT_FORMAT
 from ..utils import atomic_write, atomic_write_text
+from .ema import checkpoint_entries
 
 log = logging.getLogger("inception")
 
@@ -196,9 +197,13 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, epoch: int, epoch_step: int,
-                     global_step: int, best_top1: float, metrics: dict | None, scaler: dict | None = None) -> dict:
+                     global_step: int, best_top1: float, metrics: dict | None, scaler: dict | None = None,
+                     ema=None) -> dict:
     """Everything a checkpoint holds: enough to resume, evaluate or export on its own.
-    ``(epoch, epoch_step)`` is where training goes on: batch ``epoch_step`` of epoch ``epoch``."""
+    ``(epoch, epoch_step)`` is where training goes on: batch ``epoch_step`` of epoch ``epoch``.
+    With an EMA (:class:`~.ema.ModelEma`), ``ema`` holds its weights and ``best_source`` says
+    which of ``model`` and ``ema`` scored higher at the last evaluation: the weights that
+    eval, export and --pretrained take."""
     return {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
@@ -221,6 +226,8 @@ def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, e
         "metrics": metrics or {},
         "config": cfg.to_dict(),
         "rng": rng_state(),
+        "best_source": (metrics or {}).get("best_source", "model"),
+        **checkpoint_entries(ema),
     }
 
 
@@ -275,7 +282,7 @@ def save_checkpoint(state, epoch: int, epoch_step: int, best: bool = False) -> N
     ckpt = checkpoint_state(cfg=state.cfg, model=state.raw_model, optimizer=state.optimizer,
                             scheduler=state.scheduler, class_names=state.class_names, epoch=epoch,
                             epoch_step=epoch_step, global_step=state.global_step, best_top1=state.best_top1,
-                            metrics=state.last_metrics, scaler=state.precision.state_dict())
+                            metrics=state.last_metrics, scaler=state.precision.state_dict(), ema=state.ema)
     try:
         state.ckpts.save(ckpt, state.global_step, best=best)
         state.save_failed = False

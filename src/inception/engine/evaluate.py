@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..config import Config, apply
 from ..data import build_eval_loader
-from ..models import apply_weights, create_model
+from ..models import apply_weights, create_model, eval_weights
 from ..report import write_eval_report
 from ..utils import atomic_write_text, resolve_device
 from .checkpoint import load_checkpoint, resolve_checkpoint
@@ -70,12 +70,13 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Mo
 
 def restore_model(checkpoint: str | Path) -> tuple:
     """``(model, checkpoint dict, Config, path)`` for a checkpoint file or run directory:
-    the model rebuilt with its options and weights (and data config), on the CPU, in eval mode."""
+    the model rebuilt with its options and weights (and data config), on the CPU, in eval mode.
+    The weights are the EMA's when the checkpoint says they scored higher (``best_source``)."""
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     cfg = apply(Config(), ckpt["config"], f" in {path}")
     model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_options", {}))
-    apply_weights(model, ckpt["model"], ckpt, path=path)
+    apply_weights(model, eval_weights(ckpt), ckpt, path=path)
     return model.eval(), ckpt, cfg, path
 
 
@@ -102,7 +103,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     classes = list(ckpt["class_names"])
     result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None)
     result.update(checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
-                  dataset=cfg.data.dataset, split=split or cfg.data.val_split)
+                  weights=ckpt.get("best_source", "model"), dataset=cfg.data.dataset, split=split or cfg.data.val_split)
     if report_dir:
         confusion = result.pop("confusion")
         result["report_lines"] = write_eval_report(result, confusion, classes, report_dir)

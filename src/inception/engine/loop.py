@@ -32,6 +32,7 @@ from ..models import AuxOutputs, apply_weights, create_model, read_weights, weig
 from ..runs import check_writable, new_run_dir, write_status
 from ..utils import resolve_device, seed_everything
 from . import distributed as dist_utils
+from . import ema as ema_utils
 from .amp import Precision
 from .checkpoint import CheckpointManager, find_resume, resume_config, save_checkpoint, set_rng_state
 from .evaluate import evaluate
@@ -156,6 +157,7 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
                             "set train.sync_bn: false on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    ema = ema_utils.ModelEma(model, cfg.train.ema_decay, warmup=cfg.train.ema_warmup) if cfg.train.ema_decay else None
     optimizer = build_optimizer(model, cfg.optim, device, backbone_lr_scale=cfg.model.backbone_lr_scale)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if info.enabled else model
@@ -164,12 +166,14 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
         else wrapped, raw_model=model, optimizer=optimizer, scheduler=scheduler,
         precision=Precision(cfg.train.precision, device, cfg.train.loss_scale, guard=True),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), train_loader=train_loader,
-        val_loader=val_loader, class_names=class_names, stop=stop, deadline=deadline,
+        val_loader=val_loader, class_names=class_names, stop=stop, deadline=deadline, ema=ema,
         progress=(sys.stderr.isatty() if progress is None else progress) and info.is_main)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state.precision.load_state_dict(ckpt.get("scaler", {}))
+        if ema is not None:
+            ema_utils.restore(ema, ckpt, resume)
         state.epoch, state.start_step = int(ckpt["epoch"]), int(ckpt["epoch_step"])
         state.global_step, state.best_top1 = int(ckpt["global_step"]), float(ckpt["best_top1"])
         state.last_metrics = ckpt.get("metrics", {})
@@ -220,7 +224,9 @@ def train_one_epoch(state: TrainState) -> EpochTally:
             loss, logits = compute_loss(model(images), target, state.criterion, cfg.model.aux_weight)
         optimizer.zero_grad(set_to_none=True)
         state.precision.backward(loss)
-        state.precision.step(optimizer, params, cfg.optim.grad_clip)   # a non-finite step is skipped
+        applied = state.precision.step(optimizer, params, cfg.optim.grad_clip)   # a non-finite step is skipped
+        if state.ema is not None:
+            state.ema.update(state.raw_model, applied)                          # ... and leaves the EMA alone
         state.scheduler.step()
         state.global_step += 1
         tally.add(loss, logits, target)
@@ -290,8 +296,9 @@ def end_epoch(state: TrainState, tally: EpochTally) -> None:
     if (epoch + 1) % cfg.train.eval_interval == 0 or epoch + 1 == cfg.train.epochs:
         state.last_metrics = validate(state)
         record.update(state.last_metrics)
-        is_best = state.last_metrics["val_top1"] > state.best_top1
-        state.best_top1 = max(state.best_top1, state.last_metrics["val_top1"])
+        score = ema_utils.best_top1(state.last_metrics)       # the better of the model and its EMA
+        is_best = score > state.best_top1
+        state.best_top1 = max(state.best_top1, score)
     if state.main:
         if tally.skipped:
             with open(state.run_dir / "skipped_images.txt", "a", encoding="utf-8") as f:
@@ -304,11 +311,17 @@ def end_epoch(state: TrainState, tally: EpochTally) -> None:
 def validate(state: TrainState) -> dict:
     """``val_top1``, ``val_top5``, ``val_loss``, ``val_count`` of the plain model (no DDP
     collectives: ranks' shards may differ by a batch), with rank 0's BatchNorm statistics,
-    i.e. the model the checkpoint holds."""
-    dist_utils.broadcast_buffers(state.raw_model)
-    with state.precision.autocast():
-        val = evaluate(state.raw_model, state.val_loader, state.device, progress=state.progress)
-    return {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"], "val_count": val["count"]}
+    i.e. the model the checkpoint holds; with an EMA, ``ema_val_*`` of it too, and
+    ``best_source`` ("ema" or "model"), the one with the higher top-1."""
+    metrics = {}
+    for prefix, module in [("", state.raw_model)] + ([("ema_", state.ema.module)] if state.ema else []):
+        dist_utils.broadcast_buffers(module)
+        with state.precision.autocast():
+            val = evaluate(module, state.val_loader, state.device, progress=state.progress, desc=f"{prefix}eval")
+        metrics.update({f"{prefix}val_{k}": val[k] for k in ("top1", "top5", "loss", "count")})
+    if state.ema is not None:
+        metrics["best_source"] = "ema" if metrics["ema_val_top1"] > metrics["val_top1"] else "model"
+    return metrics
 
 
 def finish(state: TrainState) -> TrainResult:
@@ -338,7 +351,7 @@ def finish(state: TrainState) -> TrainResult:
                      run_dir / "checkpoints")
             write_status(run_dir, "stopped", reason="time limit", epoch=done, val_top1=metrics["val_top1"])
         result.stopped_by, result.last_metrics = "time limit", metrics
-        result.best_top1 = max(state.best_top1, metrics["val_top1"])
+        result.best_top1 = max(state.best_top1, ema_utils.best_top1(metrics))
         return result
     if main and state.save_failed:
         raise UserError(f"training finished but its final checkpoint could not be written to {state.ckpts.dir}; "

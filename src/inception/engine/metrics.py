@@ -77,6 +77,9 @@ def epoch_line(r: dict, epochs: int) -> str:
             f"{r['img_per_s']:.0f} img/s, train loss {r['train_loss']:.4f}, train top-1 {r['train_top1']:.2f}%")
     if "val_top1" in r:
         line += f", val top-1 {r['val_top1']:.2f}% top-5 {r['val_top5']:.2f}% loss {r['val_loss']:.4f}"
+    if "ema_val_top1" in r:
+        line += (f", EMA top-1 {r['ema_val_top1']:.2f}% top-5 {r['ema_val_top5']:.2f}% loss {r['ema_val_loss']:.4f} "
+                 f"(best: {r['best_source']})")
     if r["skipped_images"]:
         line += f", skipped {r['skipped_images']} unreadable images"
     if r["skipped_steps"]:

@@ -52,6 +52,7 @@ class TrainState:
     deadline: Deadline
     metrics_log: MetricsLog | None = None
     ckpts: object = None              # a CheckpointManager on rank 0
+    ema: object = None                # an ema.ModelEma of raw_model (train.ema_decay), on every rank
     epoch: int = 0                    # the epoch being trained (0-based)
     start_step: int = 0               # the batch it starts at (a resumed epoch)
     global_step: int = 0

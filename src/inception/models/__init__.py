@@ -5,7 +5,7 @@ from .inception_resnet_v2 import InceptionResNetV2
 from .inception_v3 import InceptionV3
 from .inception_v4 import InceptionV4
 from .layers import INIT_DESCRIPTION, AuxOutputs, DataConfig, InceptionBase
-from .pretrained import apply_weights, load_pretrained, read_weights, weights_data_config
+from .pretrained import apply_weights, eval_weights, load_pretrained, read_weights, weights_data_config
 from .registry import (
     ModelInfo,
     count_macs,
@@ -38,7 +38,7 @@ register_model("inception_resnet_v2", InceptionResNetV2, "Inception-ResNet-v2",
 
 __all__ = [
     "AuxOutputs", "DataConfig", "GoogLeNet", "InceptionBase", "InceptionResNetV2", "InceptionV3",
-    "InceptionV4", "ModelInfo", "apply_weights", "count_macs", "count_params", "create_model", "get_model_info",
-    "list_models", "load_pretrained", "model_options", "model_summary", "read_weights", "register_model",
-    "weights_data_config",
+    "InceptionV4", "ModelInfo", "apply_weights", "count_macs", "count_params", "create_model", "eval_weights",
+    "get_model_info", "list_models", "load_pretrained", "model_options", "model_summary", "read_weights",
+    "register_model", "weights_data_config",
 ]

@@ -93,8 +93,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict")
     if obj.get("format") == CHECKPOINT_FORMAT:
-        extras = {k: v for k, v in obj.items() if k != "model"}
-        return _strip(obj["model"]), extras
+        extras = {k: v for k, v in obj.items() if k not in ("model", "ema")}
+        return _strip(eval_weights(obj)), extras
     for key in _WRAPPERS:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -102,6 +102,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     if not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"'{path}' does not hold a state dict of tensors")
     return _strip(obj), {}
+
+
+def eval_weights(ckpt: dict) -> dict[str, Tensor]:
+    """The weights of a project checkpoint to evaluate, export or fine-tune from: its EMA's
+    (``ema``) when the checkpoint says they scored higher (``best_source: ema``), else the
+    model's. Resuming training always takes ``model``."""
+    return ckpt["ema"] if ckpt.get("best_source") == "ema" and "ema" in ckpt else ckpt["model"]
 
 
 def _strip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
