@@ -197,3 +197,24 @@ def test_printed_config_marks_unused_keys_and_round_trips(tmp_path, overrides, m
     (tmp_path / "printed.yaml").write_text(text)
     assert load_config(tmp_path / "printed.yaml").to_dict() == cfg.to_dict()
     assert yaml.safe_load(text) == cfg.to_dict()
+
+
+def test_short_budget_schedule_and_ema_keys():
+    one = to_yaml(load_config(None, {"schedule.name": "onecycle"})).splitlines()
+    assert "  warmup_epochs: 0.0  # not used with schedule.name=onecycle" in one
+    assert "  flat_fraction: 0.75  # not used with schedule.name=onecycle" in one
+    assert "  eta_min: 0.0  # not used with schedule.name=onecycle" in one
+    assert "  pct_start: 0.3" in one and "  div_factor: 25.0" in one and "  final_div_factor: 10000.0" in one
+    flat = to_yaml(load_config(None, {"schedule.name": "flat_cosine"})).splitlines()
+    assert "  flat_fraction: 0.75" in flat and "  eta_min: 0.0" in flat and "  warmup_epochs: 0.0" in flat
+    assert "  pct_start: 0.3  # not used with schedule.name=flat_cosine" in flat
+    with pytest.raises(UserError, match="'onecycle' warms up by itself"):
+        load_config(None, {"schedule.name": "onecycle", "schedule.warmup_epochs": 1})
+    with pytest.raises(UserError, match="schedule.flat_fraction' = 1.0 is out of range"):
+        load_config(None, {"schedule.name": "flat_cosine", "schedule.flat_fraction": 1})
+    text = describe()
+    for key in ("ema_decay: None  # keep an exponential moving average", "ema_warmup: False  # EMA decay warmup",
+                "flat_fraction: 0.75  # flat_cosine:", "pct_start: 0.3  # onecycle:"):
+        assert key in text, key
+    cfg = load_config(None, {"train.ema_decay": 0.999, "train.ema_warmup": True})
+    assert (cfg.train.ema_decay, cfg.train.ema_warmup) == (0.999, True)

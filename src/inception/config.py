@@ -99,15 +99,23 @@ class OptimCfg:
 
 @dataclass
 class ScheduleCfg:
-    name: Literal["constant", "step", "multistep", "cosine"] = _f(
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle", "flat_cosine"] = _f(
         "cosine", "constant; step (lr x gamma at each epoch in `milestones`); multistep (lr x gamma at "
-        "each fraction of training in `fractions`); cosine (to eta_min)")
+        "each fraction of training in `fractions`); cosine (to eta_min); onecycle (torch's OneCycleLR: cosine "
+        "rise from lr / div_factor to lr over pct_start of training, cosine fall to lr / (div_factor x "
+        "final_div_factor)); flat_cosine (fast.ai's fit_flat_cos: lr for flat_fraction of training, then cosine to "
+        "eta_min)")
     milestones: list[float] = _f([], "step: epochs at which the lr is multiplied by gamma")
     fractions: list[float] = _f([], "multistep: fractions of training at which the lr is multiplied by gamma")
     gamma: float = _f(0.1, "step / multistep factor", gt=0)
-    eta_min: float = _f(0.0, "cosine: final learning rate", ge=0)
+    eta_min: float = _f(0.0, "cosine / flat_cosine: final learning rate", ge=0)
     warmup_epochs: float = _f(0.0, "linear warmup length in epochs (may be fractional)", ge=0)
     warmup_start: float = _f(0.0, "warmup starts at lr x warmup_start", ge=0, le=1)
+    pct_start: float = _f(0.3, "onecycle: fraction of training spent rising to the peak lr", gt=0, lt=1)
+    div_factor: float = _f(25.0, "onecycle: the lr starts at lr / div_factor", ge=1)
+    final_div_factor: float = _f(1e4, "onecycle: the lr ends at lr / (div_factor x final_div_factor)", ge=1)
+    flat_fraction: float = _f(0.75, "flat_cosine: fraction of training (after any warmup) held at the peak lr "
+                                    "before the cosine decay", ge=0, lt=1)
 
 
 @dataclass
@@ -174,7 +182,13 @@ APPLIES_WHEN: dict[str, tuple[str, tuple]] = {
     "schedule.milestones": ("schedule.name", ("step",)),
     "schedule.fractions": ("schedule.name", ("multistep",)),
     "schedule.gamma": ("schedule.name", ("step", "multistep")),
-    "schedule.eta_min": ("schedule.name", ("cosine",)),
+    "schedule.eta_min": ("schedule.name", ("cosine", "flat_cosine")),
+    "schedule.warmup_epochs": ("schedule.name", ("constant", "step", "multistep", "cosine", "flat_cosine")),
+    "schedule.warmup_start": ("schedule.name", ("constant", "step", "multistep", "cosine", "flat_cosine")),
+    "schedule.pct_start": ("schedule.name", ("onecycle",)),
+    "schedule.div_factor": ("schedule.name", ("onecycle",)),
+    "schedule.final_div_factor": ("schedule.name", ("onecycle",)),
+    "schedule.flat_fraction": ("schedule.name", ("flat_cosine",)),
     "train.loss_scale": ("train.precision", ("fp16",)),
 }
 
@@ -355,6 +369,9 @@ def validate(cfg: Config) -> None:
         raise UserError("schedule.name 'multistep' needs schedule.fractions, e.g. [0.3, 0.6, 0.8]")
     if any(not 0 < f < 1 for f in s.fractions):
         raise UserError(f"schedule.fractions {s.fractions} must lie strictly between 0 and 1")
+    if s.name == "onecycle" and s.warmup_epochs:
+        raise UserError("schedule.name 'onecycle' warms up by itself (over schedule.pct_start of training); "
+                        "remove schedule.warmup_epochs")
     if s.warmup_epochs > cfg.train.epochs:
         raise UserError(f"schedule.warmup_epochs ({s.warmup_epochs}) must not exceed train.epochs ({cfg.train.epochs})")
     lo, hi = (cfg.data.crop_scale + [None, None])[:2]

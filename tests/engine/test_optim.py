@@ -120,3 +120,62 @@ def test_rmsprop_tf_formula():
         mom = 0.9 * mom + 0.1 * gg / torch.sqrt(ms + 1.0)
         value = value - mom
         torch.testing.assert_close(p.detach(), value)
+
+
+@pytest.mark.parametrize("spe,epochs,pct,div,final", [(10, 5, 0.3, 25.0, 1e4), (7, 3, 0.25, 10.0, 100.0),
+                                                      (148, 5, 0.2, 20.0, 1e3)])
+def test_onecycle_matches_torch(spe, epochs, pct, div, final):
+    """lr at every step equals torch's OneCycleLR (cosine annealing, two phases)."""
+    cfg = ScheduleCfg(name="onecycle", pct_start=pct, div_factor=div, final_div_factor=final)
+    ours = _lrs(cfg, 0.4, spe, epochs)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.4, momentum=0.9)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.4, total_steps=spe * epochs, pct_start=pct,
+                                              div_factor=div, final_div_factor=final, anneal_strategy="cos",
+                                              three_phase=False, cycle_momentum=False)
+    theirs = []
+    for _ in range(spe * epochs):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-15)
+    assert ours[0] == pytest.approx(0.4 / div) and 0.39 < max(ours) <= 0.4 + 1e-12   # the peak falls between steps
+    assert ours[-1] == pytest.approx(0.4 / (div * final))
+
+
+def test_flat_then_cosine():
+    """fast.ai's fit_flat_cos after a warmup: the peak for flat_fraction of the steps after warmup, then cosine."""
+    spe, epochs, lr = 10, 10, 0.2
+    cfg = ScheduleCfg(name="flat_cosine", warmup_epochs=1, warmup_start=0.1, flat_fraction=0.5, eta_min=0.002)
+    lrs = _lrs(cfg, lr, spe, epochs)
+    warm, total = 10, 100
+    flat_end = warm + 0.5 * (total - warm)       # step 55
+    assert lrs[0] == pytest.approx(0.1 * lr) and lrs[5] == pytest.approx(lr * (0.1 + 0.9 * 0.5))
+    assert all(v == pytest.approx(lr) for v in lrs[warm:56])
+    for s in (60, 80, 99):
+        t = (s - flat_end) / (total - flat_end)
+        assert lrs[s] == pytest.approx(0.002 + (lr - 0.002) * 0.5 * (1 + math.cos(math.pi * t)))
+    assert lrs == sorted(lrs[:warm + 1]) + lrs[warm + 1:] and lrs[warm:] == sorted(lrs[warm:], reverse=True)
+    plain = lr_factor_fn(ScheduleCfg(name="flat_cosine", flat_fraction=0.0), lr=1.0, steps_per_epoch=10, epochs=2)
+    cosine = lr_factor_fn(ScheduleCfg(name="cosine"), lr=1.0, steps_per_epoch=10, epochs=2)
+    assert [plain(s) for s in range(20)] == [cosine(s) for s in range(20)]   # flat_fraction 0 is cosine
+
+
+@pytest.mark.parametrize("cfg", [ScheduleCfg(name="onecycle"), ScheduleCfg(name="flat_cosine", warmup_epochs=1)])
+def test_short_budget_schedules_survive_resume(cfg):
+    full = _lrs(cfg, 0.1, 10, 5)
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=5)
+    for _ in range(23):
+        opt.step()
+        sched.step()
+    opt2 = torch.optim.SGD([p], lr=0.1)
+    sched2 = build_scheduler(opt2, cfg, steps_per_epoch=10, epochs=5)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    rest = []
+    for _ in range(50 - 23):
+        rest.append(opt2.param_groups[0]["lr"])
+        opt2.step()
+        sched2.step()
+    assert rest == pytest.approx(full[23:])

@@ -117,10 +117,18 @@ def lr_factor_fn(cfg: ScheduleCfg, *, lr: float, steps_per_epoch: int, epochs: i
     Warmup rises linearly from ``warmup_start`` to 1 over ``warmup_epochs``; then
     ``constant``: 1; ``step``: ``gamma ** (number of milestone epochs passed)``;
     ``multistep``: ``gamma ** (number of fractions of the total steps passed)``;
-    ``cosine``: from 1 to ``eta_min / lr`` over the steps after warmup.
+    ``cosine``: from 1 to ``eta_min / lr`` over the steps after warmup;
+    ``flat_cosine``: 1 for ``flat_fraction`` of the steps after warmup, then cosine to
+    ``eta_min / lr`` (fast.ai's ``fit_flat_cos``);
+    ``onecycle``: torch's ``OneCycleLR`` (cosine annealing, two phases) without warmup of
+    its own: cosine from ``1 / div_factor`` up to 1 over ``pct_start`` of training, then
+    cosine down to ``1 / (div_factor * final_div_factor)``.
     """
     total = max(1, epochs * steps_per_epoch)
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if cfg.name == "onecycle":
+        return _one_cycle(cfg, total)
+    flat_end = warm + cfg.flat_fraction * (total - warm) if cfg.name == "flat_cosine" else warm
     boundaries: list[int] = []
     if cfg.name == "step":
         boundaries = sorted(int(round(m * steps_per_epoch)) for m in cfg.milestones)
@@ -131,12 +139,30 @@ def lr_factor_fn(cfg: ScheduleCfg, *, lr: float, steps_per_epoch: int, epochs: i
     def factor(s: int) -> float:
         if s < warm:
             return cfg.warmup_start + (1.0 - cfg.warmup_start) * s / warm
-        if cfg.name == "cosine":
-            t = min(1.0, (s - warm) / max(1, total - warm))
+        if cfg.name in ("cosine", "flat_cosine"):
+            t = min(1.0, max(0.0, (s - flat_end) / max(1, total - flat_end)))
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
         if boundaries:
             return cfg.gamma ** sum(1 for b in boundaries if s >= b)
         return 1.0
+
+    return factor
+
+
+def _cos(start: float, end: float, t: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * min(1.0, max(0.0, t))) + 1.0)
+
+
+def _one_cycle(cfg: ScheduleCfg, total: int) -> Callable[[int], float]:
+    """OneCycleLR's multiplier (``anneal_strategy='cos'``, ``three_phase=False``): its phase
+    boundaries are steps ``pct_start * total - 1`` and ``total - 1``."""
+    start, end = 1.0 / cfg.div_factor, 1.0 / (cfg.div_factor * cfg.final_div_factor)
+    peak = float(cfg.pct_start * total) - 1
+
+    def factor(s: int) -> float:
+        if s <= peak:
+            return _cos(start, 1.0, s / peak if peak > 0 else 1.0)
+        return _cos(1.0, end, (s - peak) / max(total - 1 - peak, 1e-12))
 
     return factor
 
