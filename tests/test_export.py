@@ -237,3 +237,14 @@ def test_int8_keeps_accuracy_of_a_trained_model(tmp_path):
     a32 = run_inference(load_predictor(fp32.path), tmp_path / "test", workers=0, progress=False).metrics["top1"]
     a8 = run_inference(load_predictor(r.path), tmp_path / "test", workers=0, progress=False).metrics["top1"]
     assert a32 > 90 and a8 >= a32 - 1.0, (a32, a8)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_onnx_export_with_anti_aliased_pooling(tmp_path, name):
+    """aa_pool (a fixed blur after a dense max) exports to ONNX and agrees with PyTorch."""
+    size = SMALL_SIZE[name]
+    ckpt, model = make_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", name, size=size, classes=CLASSES,
+                                  aa_pool=True)
+    r = export_checkpoint(ckpt)
+    assert r.parity.ok and r.parity.top1_agreement == 1.0 and r.parity.max_abs_diff <= r.parity.tolerance
+    assert read_metadata(r.path)["model_options"] == {"aa_pool": True}

@@ -7,6 +7,7 @@ from torch import nn
 import inception
 from inception.errors import UserError
 from inception.models import AuxOutputs, count_macs, create_model, get_model_info, list_models, model_summary
+from inception.models.layers import BlurMaxPool2d
 
 from ..conftest import SMALL_SIZE
 
@@ -196,3 +197,45 @@ def test_summary_shapes():
     assert shapes["features.21"] == (1, 1536, 8, 8)
     aux_rows = {r[0]: r for r in model_summary("googlenet", aux_logits=True)}
     assert aux_rows["aux1"][2] is None and aux_rows["aux1"][3] > 0
+
+
+@pytest.mark.parametrize("name,sizes", [("googlenet", [15, 16, 17, 33, 64]), ("googlenet_cifar", [2, 7, 32]),
+                                        ("inception_v3", [75, 80])])
+def test_aa_pool_keeps_weights_and_feature_sizes(name, sizes):
+    """Anti-aliased pooling adds no parameters or state: plain weights load into it as they are,
+    and every feature map keeps its size (so every input the plain model takes still works)."""
+    torch.manual_seed(0)
+    plain = create_model(name, num_classes=3).eval()
+    aa = create_model(name, num_classes=3, aa_pool=True).eval()
+    assert sum(isinstance(m, BlurMaxPool2d) for m in aa.modules()) == {"googlenet": 4, "googlenet_cifar": 2,
+                                                                       "inception_v3": 4}[name]
+    sd = plain.state_dict()
+    assert {k: v.shape for k, v in aa.state_dict().items()} == {k: v.shape for k, v in sd.items()}
+    aa.load_state_dict(sd, strict=True)
+    for size in sizes:
+        x = torch.randn(1, 3, size, size)
+        with torch.no_grad():
+            a, b = plain.forward_features(x), aa.forward_features(x)
+        assert a.shape == b.shape, size
+        assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("kernel,ceil_mode", [(3, True), (2, True), (3, False)])
+def test_blur_max_pool_sizes_constants_and_shift_stability(kernel, ceil_mode):
+    pool = BlurMaxPool2d(kernel, ceil_mode=ceil_mode)
+    plain = nn.MaxPool2d(kernel, stride=2, ceil_mode=ceil_mode)
+    for size in range(kernel, 20):
+        x = torch.randn(2, 3, size, size + 1)
+        assert pool(x).shape == plain(x).shape, size
+    assert torch.allclose(pool(torch.full((1, 2, 9, 9), 0.7)), torch.tensor(0.7))   # the blur sums to one
+    # Aliasing, the thing the blur removes: shifted by one input pixel (half an output pixel), the pooled map
+    # should lie halfway between the maps of the unshifted and the two-pixel-shifted input. Its distance from
+    # there (relative to its spread, away from the borders, on random images) is about half plain pooling's.
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 34, 36)
+
+    def aliasing(p):
+        a, b, c = p(x[..., 2:]), p(x[..., 1:-1]), p(x[..., :-2])
+        return float((b - (a + c) / 2)[..., 2:-2, 2:-2].abs().mean() / b.std())
+
+    assert aliasing(pool) < 0.65 * aliasing(plain), (aliasing(pool), aliasing(plain))

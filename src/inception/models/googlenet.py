@@ -7,6 +7,10 @@ convolution (a known deviation from the paper, kept for weight compatibility).
 ``stem="cifar"`` replaces the 224-pixel stem (7x7/2 conv, two 3x3/2 max-pools) with
 3x3 stride-1 convolutions and no early downsampling, for 32x32 inputs: the inception
 stages then run at 32, 16 and 8 pixels.
+
+``aa_pool=True`` anti-aliases every stride-2 max pool (:class:`~.layers.BlurMaxPool2d`:
+dense max, then a binomial blur with stride 2); it adds no parameters, so weights load
+either way, and the feature maps keep their sizes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, BasicConv2d, DataConfig, InceptionBase, init_weights
+from .layers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AuxOutputs,
+    BasicConv2d,
+    DataConfig,
+    InceptionBase,
+    init_weights,
+    max_pool,
+)
 
 
 class Inception(nn.Module):
@@ -66,7 +79,7 @@ class GoogLeNet(InceptionBase):
     aux_keys = ("aux1.", "aux2.")
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, stem: str = "imagenet",
-                 dropout: float = 0.2, dropout_aux: float = 0.7, in_chans: int = 3) -> None:
+                 dropout: float = 0.2, dropout_aux: float = 0.7, in_chans: int = 3, aa_pool: bool = False) -> None:
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"googlenet stem must be 'imagenet' or 'cifar', got {stem!r}")
@@ -77,10 +90,10 @@ class GoogLeNet(InceptionBase):
         self.stem = stem
         if stem == "imagenet":
             self.conv1 = BasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3)
-            self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.maxpool1 = max_pool(3, ceil_mode=True, aa=aa_pool)
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
-            self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.maxpool2 = max_pool(3, ceil_mode=True, aa=aa_pool)
             self.data_config = DataConfig(input_size=(in_chans, 224, 224), min_input_size=15,
                                           mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                           interpolation="bilinear", crop_pct=0.875)
@@ -96,13 +109,13 @@ class GoogLeNet(InceptionBase):
 
         self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
         self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
-        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.maxpool3 = max_pool(3, ceil_mode=True, aa=aa_pool)
         self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
         self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
         self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
         self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
         self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
-        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.maxpool4 = max_pool(2, ceil_mode=True, aa=aa_pool)
         self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
         self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
 

@@ -1,7 +1,8 @@
 """Inception v3 (Szegedy et al., "Rethinking the Inception Architecture", 2015).
 
 Layer names follow torchvision's ``inception_v3`` (and timm's, which uses the same), so
-state dicts from either load as they are.
+state dicts from either load as they are. ``aa_pool=True`` anti-aliases every stride-2
+max pool (:class:`~.layers.BlurMaxPool2d`; no parameters, the same feature-map sizes).
 
 The auxiliary head averages 5x5 windows of the 17x17 Mixed_6e map and ends in a 5x5
 convolution, so it needs the full 299x299 input; the rest of the network runs from 75x75.
@@ -13,7 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, BasicConv2d, DataConfig, InceptionBase, init_weights
+from .layers import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AuxOutputs,
+    BasicConv2d,
+    DataConfig,
+    InceptionBase,
+    init_weights,
+    max_pool,
+)
 
 
 class InceptionA(nn.Module):
@@ -38,8 +48,9 @@ class InceptionA(nn.Module):
 class InceptionB(nn.Module):
     """Grid reduction 35 -> 17 (Mixed_6a)."""
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, aa_pool: bool = False) -> None:
         super().__init__()
+        self.pool = max_pool(3, aa=aa_pool)
         self.branch3x3 = BasicConv2d(in_channels, 384, kernel_size=3, stride=2)
         self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
         self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
@@ -48,7 +59,7 @@ class InceptionB(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b3 = self.branch3x3(x)
         bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
+        bp = self.pool(x)
         return torch.cat([b3, bd, bp], 1)
 
 
@@ -82,8 +93,9 @@ class InceptionC(nn.Module):
 class InceptionD(nn.Module):
     """Grid reduction 17 -> 8 (Mixed_7a)."""
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, aa_pool: bool = False) -> None:
         super().__init__()
+        self.pool = max_pool(3, aa=aa_pool)
         self.branch3x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
         self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
         self.branch7x7x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
@@ -95,7 +107,7 @@ class InceptionD(nn.Module):
         b3 = self.branch3x3_2(self.branch3x3_1(x))
         b7 = self.branch7x7x3_2(self.branch7x7x3_1(x))
         b7 = self.branch7x7x3_4(self.branch7x7x3_3(b7))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
+        bp = self.pool(x)
         return torch.cat([b3, b7, bp], 1)
 
 
@@ -146,7 +158,7 @@ class InceptionV3(InceptionBase):
     aux_min_input_size = 299
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, dropout: float = 0.5,
-                 in_chans: int = 3) -> None:
+                 in_chans: int = 3, aa_pool: bool = False) -> None:
         super().__init__()
         self.arch = "inception_v3"
         self.num_classes = num_classes
@@ -158,20 +170,20 @@ class InceptionV3(InceptionBase):
         self.Conv2d_1a_3x3 = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
-        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.maxpool1 = max_pool(3, aa=aa_pool)
         self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
         self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
-        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.maxpool2 = max_pool(3, aa=aa_pool)
         self.Mixed_5b = InceptionA(192, pool_features=32)
         self.Mixed_5c = InceptionA(256, pool_features=64)
         self.Mixed_5d = InceptionA(288, pool_features=64)
-        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6a = InceptionB(288, aa_pool)
         self.Mixed_6b = InceptionC(768, channels_7x7=128)
         self.Mixed_6c = InceptionC(768, channels_7x7=160)
         self.Mixed_6d = InceptionC(768, channels_7x7=160)
         self.Mixed_6e = InceptionC(768, channels_7x7=192)
         self.AuxLogits = InceptionAux(768, num_classes) if aux_logits else None
-        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7a = InceptionD(768, aa_pool)
         self.Mixed_7b = InceptionE(1280)
         self.Mixed_7c = InceptionE(2048)
         self.global_pool = nn.AdaptiveAvgPool2d(1)

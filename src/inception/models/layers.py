@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +30,35 @@ class BasicConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+class BlurMaxPool2d(nn.Module):
+    """Anti-aliased max pooling (Zhang 2019, "Making convolutional networks shift-invariant
+    again"; timm's BlurPool): a dense max (stride 1), then a fixed [1, 2, 1] x [1, 2, 1] / 16
+    binomial blur applied with stride 2. No parameters (the filter is a non-persistent
+    buffer), so state dicts are those of the plain model, and the output has exactly the
+    size of ``nn.MaxPool2d(kernel_size, 2, padding, ceil_mode=ceil_mode)``'s. The blur pads
+    by replicating the edge (timm reflects; replicate also works on 1-pixel maps)."""
+
+    def __init__(self, kernel_size: int, padding: int = 0, ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.ceil_pad = 1 if ceil_mode else 0          # -inf on the right/bottom: floor mode then equals ceil mode
+        self.max = nn.MaxPool2d(kernel_size, stride=1, padding=padding)
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("filt", (taps[:, None] * taps[None, :] / 16.0)[None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.ceil_pad:
+            x = F.pad(x, (0, self.ceil_pad, 0, self.ceil_pad), value=float("-inf"))
+        x = F.pad(self.max(x), (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(x, self.filt.to(x.dtype).expand(x.shape[1], 1, 3, 3), stride=2, groups=x.shape[1])
+
+
+def max_pool(kernel_size: int, *, ceil_mode: bool = False, aa: bool = False) -> nn.Module:
+    """A stride-2 max pool, anti-aliased (:class:`BlurMaxPool2d`) with ``aa``."""
+    if aa:
+        return BlurMaxPool2d(kernel_size, ceil_mode=ceil_mode)
+    return nn.MaxPool2d(kernel_size, stride=2, ceil_mode=ceil_mode)
 
 
 class AuxOutputs(NamedTuple):
