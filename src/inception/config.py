@@ -80,7 +80,31 @@ class DataCfg:
         "logged and listed in skipped_images.txt) or stop with an error naming it")
     device_resident: bool | None = _f(
         None, "hold an in-memory dataset (digits, CIFAR files) on the device as uint8 and augment it there in "
-        "batches, with no DataLoader; default: on for those datasets with the cifar or none preset")
+        "batches, with no DataLoader; default: on for those datasets with the cifar or none preset and no "
+        "auto_augment")
+    auto_augment: Literal["none", "randaugment", "trivialaugment", "autoaugment"] = _f(
+        "none", "per-sample augmentation policy (torchvision v2) after the crop and flip, on the uint8 crop, in the "
+        "DataLoader workers: randaugment (RandAugment: randaugment_ops ops at randaugment_magnitude), trivialaugment "
+        "(TrivialAugmentWide), autoaugment (AutoAugment, ImageNet policy); in-memory data then leaves the device")
+    randaugment_magnitude: int = _f(9, "randaugment: the magnitude of every op (0-30)", ge=0, le=30)
+    randaugment_ops: int = _f(2, "randaugment: ops applied to each image", ge=1)
+    random_erasing: float = _f(
+        0.0, "probability of erasing a random rectangle of each train image (torchvision's RandomErasing: 2-33% of "
+        "the area, aspect 0.3-3.3, set to 0 after normalization, i.e. the mean colour); on the device, per batch",
+        ge=0, le=1)
+    mixup_alpha: float = _f(
+        0.0, "MixUp (torchvision v2) of whole train batches on the device, lambda ~ Beta(alpha, alpha); targets become "
+        "soft, train.label_smoothing applies to them, train top-1 counts the argmax of the mixed target (0 = off)",
+        ge=0)
+    cutmix_alpha: float = _f(
+        0.0, "CutMix (torchvision v2) of whole train batches on the device, as mixup_alpha; with both set, each "
+        "batch gets one of the two at random (0 = off)", ge=0)
+    mix_prob: float = _f(1.0, "probability that a train batch is mixed (with mixup_alpha or cutmix_alpha set)",
+                         ge=0, le=1)
+    progressive_sizes: list[int] = _f(
+        [], "progressive resizing: train image sizes in equal shares of train.epochs, e.g. [96, 112, 128] over 6 "
+        "epochs trains 2 at 96, 2 at 112, then 2 at 128 (the size is a function of the epoch, so resume is "
+        "exact); eval stays at image_size; [] = off")
 
 
 @dataclass
@@ -174,6 +198,8 @@ APPLIES_WHEN: dict[str, tuple[str, tuple]] = {
     "data.train_list": ("data.dataset", ("list",)),
     "data.val_list": ("data.dataset", ("list",)),
     "data.gpu_decode": ("data.pipeline", ("fast",)),
+    "data.randaugment_magnitude": ("data.auto_augment", ("randaugment",)),
+    "data.randaugment_ops": ("data.auto_augment", ("randaugment",)),
     "optim.momentum": ("optim.name", ("sgd", "rmsprop")),
     "optim.nesterov": ("optim.name", ("sgd",)),
     "optim.alpha": ("optim.name", ("rmsprop",)),
@@ -377,6 +403,10 @@ def validate(cfg: Config) -> None:
     lo, hi = (cfg.data.crop_scale + [None, None])[:2]
     if len(cfg.data.crop_scale) != 2 or not 0 < lo <= hi <= 1:
         raise UserError(f"data.crop_scale {cfg.data.crop_scale} must be two numbers 0 < min <= max <= 1")
+    sizes = cfg.data.progressive_sizes
+    if any(size < 1 for size in sizes) or len(sizes) > cfg.train.epochs:
+        raise UserError(f"data.progressive_sizes {sizes} must be at most train.epochs ({cfg.train.epochs}) sizes "
+                        ">= 1, e.g. [96, 112, 128]")
     if len(cfg.optim.betas) != 2:
         raise UserError(f"optim.betas {cfg.optim.betas} must be two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset != "digits" and not cfg.data.data_dir:

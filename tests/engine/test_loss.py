@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from inception.engine.loop import compute_loss
+from inception.engine.state import EpochTally
 from inception.models import AuxOutputs, create_model
 
 
@@ -46,3 +47,24 @@ def test_eval_mode_returns_plain_logits_and_their_loss():
     loss, logits = compute_loss(out, torch.tensor(TARGET), nn.CrossEntropyLoss(), aux_weight=0.3)
     assert logits is out
     assert loss.item() == pytest.approx(_mean_ce(out.tolist()), rel=1e-5)
+
+
+def test_soft_targets_with_label_smoothing_and_their_train_top1():
+    """MixUp / CutMix targets (rows of class probabilities) through the loop's loss: smoothing
+    mixes each row with the uniform distribution, (1 - ls) * y + ls / C, then cross-entropy."""
+    ls, classes = 0.1, 3
+    soft = [[0.7, 0.3, 0.0], [0.0, 0.25, 0.75]]
+    out = AuxOutputs(torch.tensor(MAIN), (torch.tensor(AUX1), torch.tensor(AUX2)))
+
+    def soft_ce(rows):
+        total = 0.0
+        for row, target in zip(rows, soft):
+            log_z = math.log(sum(math.exp(x) for x in row))
+            total += -sum(((1 - ls) * t + ls / classes) * (x - log_z) for x, t in zip(row, target))
+        return total / len(rows)
+
+    loss, _ = compute_loss(out, torch.tensor(soft), nn.CrossEntropyLoss(label_smoothing=ls), aux_weight=0.3)
+    assert loss.item() == pytest.approx(soft_ce(MAIN) + 0.3 * (soft_ce(AUX1) + soft_ce(AUX2)), rel=1e-6)
+    tally = EpochTally(torch.device("cpu"))
+    tally.add(loss, torch.tensor(MAIN), torch.tensor(soft))     # argmax of the targets: 0 and 2; predicted 0 and 0
+    assert int(tally.correct) == 1 and tally.seen == 2

@@ -221,3 +221,23 @@ def test_training_learns(tmp_path):
     epochs = _rows(result.run_dir, "epoch")
     assert epochs[-1]["val_top1"] >= 40.0, epochs[-1]["val_top1"]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] and result.losses[-1] < result.losses[0]
+
+
+def test_mixing_erasing_and_progressive_sizes_train_and_resume_exactly(tmp_path):
+    """MixUp + CutMix, random erasing and progressive resizing (6 then 8 px) on the digits
+    (device-resident): a run resumed mid-way through epoch 2 logs the very losses of the
+    uninterrupted run."""
+    extra = {"model.name": "googlenet_cifar", "data.image_size": 8, "data.progressive_sizes": [6, 8],
+             "data.mixup_alpha": 0.2, "data.cutmix_alpha": 1.0, "data.random_erasing": 0.25,
+             "train.label_smoothing": 0.1, "train.batch_size": 128, "train.log_interval": 2,
+             "train.ckpt_interval": 7, "train.keep_checkpoint_max": 50}
+    full = train(_cfg(tmp_path, "full", **extra), progress=False)
+    epochs = _rows(full.run_dir, "epoch")
+    assert len(epochs) == 2 and all(0 <= e["train_top1"] <= 100 and e["val_count"] == 360 for e in epochs)
+    ck = full.run_dir / "checkpoints" / "step_00000014.pt"             # epoch 2 (8 px), step 3 of 11
+    assert (load_checkpoint(ck)["epoch"], load_checkpoint(ck)["epoch_step"]) == (1, 3)
+    train(resume_config(ck, {"train.output_dir": str(tmp_path / "resumed")}), resume=ck, progress=False)
+    want = {r["step"]: r["loss"] for r in _rows(full.run_dir, "step")}
+    got = {r["step"]: r["loss"] for r in _rows(tmp_path / "resumed", "step")}
+    assert len(got) >= 3 and min(got) > 14 and all(got[s] == pytest.approx(want[s], rel=1e-6) for s in got)
+    assert _rows(tmp_path / "resumed", "epoch")[-1]["val_top1"] == pytest.approx(epochs[-1]["val_top1"])

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
+from .batchaug import BatchAugment
 from .decode import DeferredBatch, collate_images
 from .folder import ImageReadError
 from .sampling import Skipped
@@ -65,14 +66,18 @@ class FileLoader:
     one pass, ``(x / 255 - mean) / std``. Batches of :class:`~inception.data.decode.Deferred`
     JPEGs (``data.gpu_decode``) are decoded there first. ``channels_last`` gives NHWC
     batches. ``set_epoch(epoch, start_batch)`` selects the epoch's order and the batch the
-    next pass starts at, as the device-resident loader's does. ``sampler``, ``dataset``,
-    ``len()``... are the DataLoader's.
+    next pass starts at, as the device-resident loader's does. A ``batch_augment``
+    (:class:`~inception.data.batchaug.BatchAugment`: random erasing, MixUp/CutMix) then
+    augments batch ``k`` of the epoch on the device. ``sampler``, ``dataset``, ``len()``...
+    are the DataLoader's.
     """
 
     def __init__(self, loader: DataLoader, device: torch.device, normalize: tuple | None = None, *,
-                 channels_last: bool = False, bad_image: str = "skip", seed: int = 0) -> None:
+                 channels_last: bool = False, bad_image: str = "skip", seed: int = 0,
+                 batch_augment: BatchAugment | None = None) -> None:
         self.loader, self.device, self.channels_last = loader, torch.device(device), channels_last
         self.normalize, self.bad_image, self.seed = normalize, bad_image, seed
+        self.batch_augment, self.epoch, self.start_batch = batch_augment, 0, 0
         if normalize is not None:
             mean, std = (torch.tensor(v, dtype=torch.float32) for v in normalize)
             self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
@@ -80,6 +85,7 @@ class FileLoader:
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Epoch ``epoch``'s order, starting at batch ``start_batch`` of it (a resumed epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
         sampler = self.loader.sampler
         if callable(getattr(sampler, "set_epoch", None)):     # EpochSampler, ShardSampler
             sampler.set_epoch(epoch, start_batch=start_batch, batch_size=self.loader.batch_size)
@@ -97,7 +103,7 @@ class FileLoader:
         return x.float().mul_(self.scale).add_(self.shift) if self.normalize is not None else x
 
     def __iter__(self):
-        for images, labels, *rest in self.loader:
+        for k, (images, labels, *rest) in enumerate(self.loader, start=self.start_batch):
             skipped = rest[0] if rest and isinstance(rest[0], list) else []
             if isinstance(images, DeferredBatch):      # data.gpu_decode: the JPEGs are decoded here
                 images, failed = images.decode(self.device)
@@ -108,6 +114,8 @@ class FileLoader:
             if images is not None:
                 images = self.prepare(images)
                 labels = labels.to(self.device, non_blocking=True)
+                if self.batch_augment is not None:
+                    images, labels = self.batch_augment(images, labels, self.epoch, k)
             yield Batch(images, labels, skipped)
 
     def _drop(self, labels: Tensor, rest: list, failed: list) -> tuple:
@@ -131,7 +139,8 @@ class FileLoader:
 
 def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, seed: int,
                  device: torch.device, drop_last: bool | None = None, sampler: Sampler | None = None,
-                 collate_fn=None, channels_last: bool = False) -> FileLoader:
+                 collate_fn=None, channels_last: bool = False,
+                 batch_augment: BatchAugment | None = None) -> FileLoader:
     """A :class:`FileLoader`: shuffled (by a generator seeded with ``seed``) and dropping the
     last partial batch when ``train``; pinned memory for CUDA; persistent workers when
     ``workers > 0`` (at most the usable cores).
@@ -139,7 +148,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
     A ``sampler`` (an :class:`~inception.data.sampling.EpochSampler` or ``ShardSampler``)
     replaces the shuffling; its batches are ``batch_size`` per process. A dataset whose
     samples are uint8 (``dataset.normalize`` is their ``(mean, std)``: the fast pipeline) has
-    its batches converted and normalized on ``device``."""
+    its batches converted and normalized on ``device``; ``batch_augment`` then augments them there."""
     drop_last = train if drop_last is None else drop_last
     if drop_last and (len(sampler) if sampler is not None else len(dataset)) < batch_size:
         raise UserError(f"the dataset has {len(dataset)} images, fewer than one batch of {batch_size}; "
@@ -160,4 +169,4 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         collate_fn=collate_fn or (collate_images if normalize else None),
     )
     return FileLoader(loader, device, normalize, channels_last=channels_last,
-                      bad_image=getattr(dataset, "bad_image", "skip"), seed=seed)
+                      bad_image=getattr(dataset, "bad_image", "skip"), seed=seed, batch_augment=batch_augment)

@@ -14,26 +14,39 @@
 * the torchvision presets (:mod:`~inception.data.transforms`): everything else.
 
 Every loader yields :class:`~inception.data.loader.Batch` es already on the device and has
-``set_epoch(epoch, start_batch)``, so the training loop treats them alike.
+``set_epoch(epoch, start_batch)``, so the training loop treats them alike. Augmentation:
+
+* per sample, seeded by (seed, epoch, index): the preset's crop and flip, then a policy
+  (``data.auto_augment``: RandAugment, TrivialAugmentWide, AutoAugment) on the uint8 crop, in
+  the torchvision presets and after the fast decoder alike (in the DataLoader workers, so a
+  policy takes in-memory data off the device);
+* per train batch, on the device, seeded by (seed, rank, epoch, batch), for every loader:
+  random erasing, then MixUp / CutMix (:class:`~inception.data.batchaug.BatchAugment`);
+* progressive resizing (``data.progressive_sizes``): the train size is a function of the
+  epoch (:class:`~inception.data.sampling.SizeSchedule`); it reaches the workers' transforms
+  in the sampler's keys, and device-resident batches are resized on the device.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from ..config import DataCfg
 from ..errors import UserError
 from ..models.layers import DataConfig
+from .batchaug import BatchAugment
 from .datasets import Reading, conform, folder_classes, open_split
 from .decode import CenterCropDecode, RandomResizedCropDecode, read_encoded
 from .folder import ImageFileDataset
 from .loader import build_loader
 from .resident import ResidentLoader
-from .sampling import EpochSampler, SeededSamples, ShardSampler, collate_skipping
-from .transforms import eval_transform, train_transform
+from .sampling import EpochSampler, SeededSamples, ShardSampler, SizeSchedule, collate_skipping
+from .transforms import SizedTransform, augment_policy, eval_transform, train_transform
 
 _CIFAR_STYLE = ("digits", "cifar10", "cifar100")
 
@@ -63,9 +76,10 @@ class Preprocessing:
     """Every setting of the train and eval input pipelines of a model trained with a config.
 
     Training: the ``augment`` preset at ``size`` (``crop_scale`` for imagenet,
-    ``crop_padding`` for cifar), ``hflip``, ``color_jitter``. Evaluation: resize the short
-    side to ``resize_size`` (``size / crop_pct``) with ``interpolation``, center-crop ``size``.
-    Both scale to [0, 1] and normalize with ``mean``/``std``.
+    ``crop_padding`` for cifar), ``hflip``, the ``auto_augment`` policy, ``color_jitter``;
+    with ``sizes`` (progressive resizing) at the size of each epoch instead. Evaluation:
+    resize the short side to ``resize_size`` (``size / crop_pct``) with ``interpolation``,
+    center-crop ``size``. Both scale to [0, 1] and normalize with ``mean``/``std``.
     """
 
     size: int
@@ -78,6 +92,10 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float
+    auto_augment: str = "none"
+    randaugment_magnitude: int = 9
+    randaugment_ops: int = 2
+    sizes: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: DataCfg, dc: DataConfig) -> "Preprocessing":
@@ -86,9 +104,14 @@ class Preprocessing:
         unless ``data.crop_pct`` sets one."""
         preset = augment_preset(cfg)
         crop_pct = cfg.crop_pct or (1.0 if preset == "cifar" else dc.crop_pct)
+        if cfg.progressive_sizes and min(cfg.progressive_sizes) < dc.min_input_size:
+            raise UserError(f"data.progressive_sizes {cfg.progressive_sizes} go below the model's minimum input size "
+                            f"{dc.min_input_size}; start at {dc.min_input_size} or more")
         return cls(size=image_size(cfg, dc), augment=preset, hflip=hflip_enabled(cfg),
                    color_jitter=cfg.color_jitter, crop_scale=tuple(cfg.crop_scale), crop_padding=cfg.crop_padding,
-                   interpolation=dc.interpolation, mean=tuple(dc.mean), std=tuple(dc.std), crop_pct=crop_pct)
+                   interpolation=dc.interpolation, mean=tuple(dc.mean), std=tuple(dc.std), crop_pct=crop_pct,
+                   auto_augment=cfg.auto_augment, randaugment_magnitude=cfg.randaugment_magnitude,
+                   randaugment_ops=cfg.randaugment_ops, sizes=tuple(cfg.progressive_sizes))
 
     @property
     def resize_size(self) -> int:
@@ -99,22 +122,40 @@ class Preprocessing:
         return {"image_size": self.size, "crop_pct": self.crop_pct, "resize_size": self.resize_size,
                 "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
 
+    def policy(self):
+        """The ``auto_augment`` policy (a torchvision v2 transform), or None."""
+        return augment_policy(self.auto_augment, magnitude=self.randaugment_magnitude, ops=self.randaugment_ops)
+
+    def size_schedule(self, epochs: int) -> SizeSchedule | None:
+        """Progressive resizing over ``epochs`` (None when off)."""
+        return SizeSchedule(self.sizes, epochs) if self.sizes else None
+
+    def sized(self, make):
+        """``make(size=size)``; with progressive resizing a :class:`SizedTransform` that makes
+        it at the size each sample's key selects."""
+        return SizedTransform(make, self.size) if self.sizes else make(size=self.size)
+
     # -- the torchvision presets ------------------------------------------------------------
-    def train_transform(self):
-        return train_transform(preset=self.augment, size=self.size, mean=self.mean, std=self.std,
+    def train_transform(self, size: int | None = None):
+        return train_transform(preset=self.augment, size=size or self.size, mean=self.mean, std=self.std,
                                interpolation=self.interpolation, hflip=self.hflip, color_jitter=self.color_jitter,
-                               crop_scale=self.crop_scale, crop_padding=self.crop_padding)
+                               crop_scale=self.crop_scale, crop_padding=self.crop_padding, policy=self.policy())
 
     def eval_transform(self):
         return eval_transform(size=self.size, mean=self.mean, std=self.std, interpolation=self.interpolation,
                               crop_pct=self.crop_pct)
 
     # -- the fast decoder -------------------------------------------------------------------
-    def train_decoder(self, defer: bool = False):
+    def train_decoder(self, defer: bool = False, size: int | None = None):
+        """The decoder's uint8 crop (and flip) at ``size``, then the policy on it."""
+        size = size or self.size
         if self.augment == "imagenet":
-            return RandomResizedCropDecode(self.size, scale=self.crop_scale, interpolation=self.interpolation,
-                                           hflip=self.hflip, defer=defer)
-        return CenterCropDecode(self.size, resize_size=self.size, interpolation=self.interpolation, defer=defer)
+            decoder = RandomResizedCropDecode(size, scale=self.crop_scale, interpolation=self.interpolation,
+                                              hflip=self.hflip, defer=defer)
+        else:
+            decoder = CenterCropDecode(size, resize_size=size, interpolation=self.interpolation, defer=defer)
+        policy = self.policy()
+        return decoder if policy is None else v2.Compose([decoder, policy])
 
     def eval_decoder(self, defer: bool = False):
         return CenterCropDecode(self.size, resize_size=self.resize_size, interpolation=self.interpolation,
@@ -148,14 +189,22 @@ def uses_fast_decoder(cfg: DataCfg) -> bool:
     if cfg.gpu_decode and not fast:
         raise UserError("data.gpu_decode needs the fast pipeline (data.pipeline: fast) with the imagenet or none "
                         "augmentation and no color_jitter; set data.gpu_decode: false")
+    if cfg.gpu_decode and cfg.auto_augment != "none":
+        raise UserError(f"data.auto_augment {cfg.auto_augment} runs on each decoded crop in the DataLoader workers, "
+                        "but data.gpu_decode decodes on the device; set data.gpu_decode: false")
     return fast
 
 
 def _reading(cfg: DataCfg, pre: Preprocessing, train: bool) -> Reading:
-    transform = pre.train_transform() if train else pre.eval_transform()
-    if not uses_fast_decoder(cfg):
+    fast = uses_fast_decoder(cfg)
+    if train:
+        transform = pre.sized(pre.train_transform)
+        decoder = pre.sized(functools.partial(pre.train_decoder, cfg.gpu_decode)) if fast else None
+    else:
+        transform = pre.eval_transform()
+        decoder = pre.eval_decoder(cfg.gpu_decode) if fast else None
+    if decoder is None:
         return Reading(transform)
-    decoder = pre.train_decoder(cfg.gpu_decode) if train else pre.eval_decoder(cfg.gpu_decode)
     return Reading(transform, file_loader=read_encoded, file_transform=decoder, normalize=(pre.mean, pre.std))
 
 
@@ -194,55 +243,69 @@ def build_eval_dataset(cfg: DataCfg, data_config: DataConfig, split: str | None 
 
 def resident(dataset: Dataset, cfg: DataCfg, pre: Preprocessing) -> bool:
     """Whether ``dataset`` is batched on the device (``data.device_resident``; by default an
-    in-memory dataset with the cifar or none preset, no colour jitter, at most 4 GiB there)."""
+    in-memory dataset with the cifar or none preset, no colour jitter, no auto_augment policy
+    (per-sample ops: they run in DataLoader workers), at most 4 GiB there)."""
     in_memory = hasattr(dataset, "images") and hasattr(dataset, "labels")
     if cfg.device_resident is None:
-        if not in_memory or pre.augment not in ("cifar", "none") or pre.color_jitter:
+        if not in_memory or pre.augment not in ("cifar", "none") or pre.color_jitter or pre.auto_augment != "none":
             return False
         side = pre.size + 2 * pre.crop_padding
         return len(dataset) * dataset.images.shape[1] * side * side <= DEVICE_RESIDENT_MAX_BYTES
     if cfg.device_resident and not in_memory:
         raise UserError(f"data.device_resident needs an in-memory dataset (digits or CIFAR files), "
                         f"not '{cfg.dataset}'; set data.device_resident: false")
+    if cfg.device_resident and pre.auto_augment != "none":
+        raise UserError(f"data.auto_augment {pre.auto_augment} runs per sample in DataLoader workers, not on whole "
+                        "device-resident batches; set data.device_resident: false (or data.auto_augment: none)")
     return cfg.device_resident
 
 
 def loader_for(dataset: Dataset, cfg: DataCfg, pre: Preprocessing, *, train: bool, batch_size: int, seed: int,
-               device: torch.device, rank: int = 0, world_size: int = 1, channels_last: bool = False):
+               device: torch.device, rank: int = 0, world_size: int = 1, channels_last: bool = False,
+               sizes: SizeSchedule | None = None, batch_augment: BatchAugment | None = None):
     """The loader of one split, of the kind the config asks for.
 
     Training order is DistributedSampler's (the same for any world size) and each sample's
     augmentation is seeded by (seed, epoch, index), so a resumed epoch reproduces its batches
-    exactly; evaluation gives each process its own shard, without padding duplicates."""
+    exactly; evaluation gives each process its own shard, without padding duplicates.
+    Training only: ``sizes`` gives each epoch's image size (progressive resizing),
+    ``batch_augment`` augments whole batches on the device."""
     if resident(dataset, cfg, pre):
         return ResidentLoader.from_dataset(dataset, batch_size=batch_size, train=train, device=device,
-                                           seed=seed, rank=rank, world_size=world_size,
-                                           channels_last=channels_last, **pre.resident_arguments(train))
+                                           seed=seed, rank=rank, world_size=world_size, channels_last=channels_last,
+                                           sizes=sizes, batch_augment=batch_augment, **pre.resident_arguments(train))
     if train:
-        sampler = EpochSampler(len(dataset), rank=rank, world_size=world_size, seed=seed)
+        sampler = EpochSampler(len(dataset), rank=rank, world_size=world_size, seed=seed, sizes=sizes)
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
     return build_loader(SeededSamples(dataset, seed=seed, bad_image=cfg.bad_image), batch_size, train=train,
                         workers=cfg.workers, seed=seed + rank if train else seed, device=device, sampler=sampler,
-                        collate_fn=collate_skipping, channels_last=channels_last)
+                        collate_fn=collate_skipping, channels_last=channels_last,
+                        batch_augment=batch_augment if train else None)
 
 
 def build_loaders(cfg: DataCfg, data_config: DataConfig, dist=None, *, batch_size: int, seed: int = 0,
                   device: torch.device | str = "cpu", channels_last: bool = False,
-                  datasets: tuple[Dataset, Dataset] | None = None) -> tuple:
+                  datasets: tuple[Dataset, Dataset] | None = None, epochs: int | None = None) -> tuple:
     """``(train loader, val loader)`` for ``cfg`` and a model's ``data_config``; ``dist`` (with
     ``rank`` and ``world_size``; None: one process) shards them. ``loader.dataset`` is the
     split's dataset (``classes``, ``len``); ``datasets`` are those of :func:`build_datasets`
-    when the caller already has them."""
+    when the caller already has them. ``epochs`` (train.epochs) spreads
+    ``data.progressive_sizes`` over the run. MixUp / CutMix targets have one column per
+    class of the train split."""
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     pre = Preprocessing.from_config(cfg, data_config)
     train_set, val_set = datasets or build_datasets(cfg, data_config)
     if len(train_set) < batch_size * world:
         raise UserError(f"train.batch_size {batch_size} x {world} processes is larger than the training set "
                         f"({len(train_set)} images); lower --batch-size")
+    if pre.sizes and epochs is None:
+        raise ValueError("build_loaders needs epochs (train.epochs) with data.progressive_sizes")
     common = {"batch_size": batch_size, "seed": seed, "device": torch.device(device), "rank": rank,
               "world_size": world, "channels_last": channels_last}
-    return (loader_for(train_set, cfg, pre, train=True, **common),
+    augment = BatchAugment.from_config(cfg, num_classes=len(train_set.classes), seed=seed, rank=rank)
+    return (loader_for(train_set, cfg, pre, train=True, sizes=pre.size_schedule(epochs or 1), batch_augment=augment,
+                       **common),
             loader_for(val_set, cfg, pre, train=False, **common))
 
 

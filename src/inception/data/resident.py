@@ -10,7 +10,11 @@ times faster than per-sample transforms. Batches are the ``cifar`` preset's (``R
 horizontal flip, each sample its own draw) or, with ``padding=0, hflip=False``, the
 ``none`` preset's; evaluation batches equal :func:`~inception.data.transforms.eval_transform`'s
 bit for bit. :meth:`~inception.data.pipeline.Preprocessing.resident_arguments` gives the
-settings of each preset.
+settings of each preset. Progressive resizing (``sizes``, a
+:class:`~inception.data.sampling.SizeSchedule`) resizes each train batch to its epoch's size
+on the device (antialiased, the model's interpolation) after the crop and flip, and a
+:class:`~inception.data.batchaug.BatchAugment` (random erasing, MixUp/CutMix) augments it
+there last, as it does the other loaders' batches.
 
 Memory: the device holds ``N x C x (size + 2 * padding)^2`` bytes (CIFAR-10 at 32x32 with
 padding 4: 240 MB; at Inception v3's 299x299: 14 GB), besides the dataset's own copy.
@@ -42,13 +46,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import UserError
+from .batchaug import BatchAugment
 from .loader import Batch
 from .memory import MemoryDataset
 from .transforms import interpolation_mode
@@ -70,6 +75,8 @@ class ResidentLoader:
     resized once up front (short side to ``resize_size``, default ``size``, with antialiasing
     and ``interpolation``, then a center crop to ``size``, as the transform presets do).
     ``channels_last`` gives NHWC-strided batches; ``dtype`` is the batches' float type.
+    ``sizes`` (epoch -> size) resizes train batches to their epoch's size;
+    ``batch_augment(images, labels, epoch, batch)`` augments them last.
 
     ``len(loader)`` is the number of batches per epoch for this rank (``num_samples`` its
     samples, ``nbytes`` the device memory held); a pass after
@@ -80,7 +87,8 @@ class ResidentLoader:
                  size: int, mean: Sequence[float], std: Sequence[float], padding: int = 4, hflip: bool = True,
                  drop_last: bool | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                 interpolation: str = "bilinear", resize_size: int | None = None) -> None:
+                 interpolation: str = "bilinear", resize_size: int | None = None,
+                 sizes: Callable[[int], int] | None = None, batch_augment: BatchAugment | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be a uint8 N x C x H x W tensor, got {images.dtype} {tuple(images.shape)}")
         n, channels = images.shape[:2]
@@ -101,6 +109,9 @@ class ResidentLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.channels_last, self.dtype = channels_last, dtype
+        self.sizes = sizes if train else None
+        self.batch_augment = batch_augment if train else None
+        self._interpolation = interpolation_mode(interpolation)
         self.dataset_size, self.dataset = n, None      # from_dataset sets the dataset
         self.epoch, self._start_batch = 0, 0
 
@@ -161,7 +172,7 @@ class ResidentLoader:
         if not self.train:
             return self._eval_batches(start)
         order, aug = self._epoch_plan(self.epoch)
-        return self._train_batches(order, aug, start)
+        return self._train_batches(order, aug, start, self.epoch)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -228,15 +239,21 @@ class ResidentLoader:
 
     # -- batches --------------------------------------------------------------------------
 
-    def _train_batches(self, order: Tensor, aug: Tensor, start: int) -> Iterator[Batch]:
+    def _train_batches(self, order: Tensor, aug: Tensor, start: int, epoch: int) -> Iterator[Batch]:
         b = self.batch_size
+        size = self.sizes(epoch) if self.sizes is not None else self.size
         for k in range(start, len(self)):
             idx = order[k * b:(k + 1) * b]
             if self.padding or self.hflip:
                 images = self._crop_flip(idx, aug[k * b:(k + 1) * b])
             else:
                 images = self._store.index_select(0, idx)
-            yield Batch(self._normalize(images), self.labels[idx], [])
+            images, labels = self._normalize(images), self.labels[idx]
+            if size != self.size:
+                images = self._resize(images, size)
+            if self.batch_augment is not None:
+                images, labels = self.batch_augment(images, labels, epoch, k)
+            yield Batch(images, labels, [])
 
     def _eval_batches(self, start: int) -> Iterator[Batch]:
         # Rank r's samples are r, r + W, ...: each batch is a strided view, no gather needed.
@@ -257,6 +274,11 @@ class ResidentLoader:
         else:
             flat = self._window[0] + start.view(-1, 1, 1, 1)
         return self._store.view(-1).take(flat)
+
+    def _resize(self, x: Tensor, size: int) -> Tensor:
+        """A normalized batch resized to ``size`` (antialiased), in the batches' layout."""
+        x = TF.resize(x, [size, size], interpolation=self._interpolation, antialias=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _normalize(self, x: Tensor) -> Tensor:
         """uint8 batch in the store's layout -> normalized ``dtype`` B x C x s x s.

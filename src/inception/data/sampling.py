@@ -7,12 +7,14 @@ that (workers are processes that die with the run), so nothing random depends on
 * :class:`EpochSampler` draws a permutation from ``(seed, epoch)`` (the same one
   ``DistributedSampler`` draws, so the order is the same for any world size), shards it
   by rank, and starts at any batch of the epoch, so a resumed epoch reads only the
-  batches it still needs. It yields ``(epoch, index)`` keys.
+  batches it still needs. It yields ``(epoch, index)`` keys, or ``(epoch, index, size)``
+  with a :class:`SizeSchedule` (progressive resizing: the size is a function of the epoch).
 * :class:`ShardSampler` gives each process its own slice of an evaluation set, with no
   duplicates, so counts summed over processes are exact.
 * :class:`SeededSamples` seeds each sample's augmentation from ``(seed, epoch, index)``,
   in whichever worker it lands, and restores the caller's RNG afterwards (with
-  ``workers=0`` the training process's own RNG, which dropout uses, is untouched).
+  ``workers=0`` the training process's own RNG, which dropout uses, is untouched); a key's
+  size selects the size of the dataset's :class:`~inception.data.transforms.SizedTransform`.
 
 :class:`SeededSamples` also applies the ``data.bad_image`` policy: with ``skip`` an image
 that cannot be decoded becomes a :class:`Skipped` record that :func:`collate_skipping`
@@ -21,6 +23,8 @@ drops from the batch and reports; with ``error`` it stops training with a line n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -48,15 +52,31 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return x & (2**63 - 1)
 
 
+@dataclass(frozen=True)
+class SizeSchedule:
+    """Progressive resizing: the train image size of each epoch, ``sizes`` in equal shares of
+    ``epochs`` (epoch ``e`` trains at ``sizes[e * len(sizes) // epochs]``; epochs past
+    ``epochs`` at the last size). A pure function of the epoch, so a resumed epoch has the
+    size it had."""
+
+    sizes: tuple[int, ...]
+    epochs: int
+
+    def __call__(self, epoch: int) -> int:
+        return self.sizes[min(epoch * len(self.sizes) // self.epochs, len(self.sizes) - 1)]
+
+
 class EpochSampler(Sampler):
     """``DistributedSampler(shuffle=True, drop_last=True)``'s order, startable mid-epoch.
 
     ``set_epoch(epoch, start_batch, batch_size)`` selects the epoch and skips the first
-    ``start_batch`` batches of this rank; iteration yields ``(epoch, index)``.
+    ``start_batch`` batches of this rank; iteration yields ``(epoch, index)``, or
+    ``(epoch, index, sizes(epoch))`` with ``sizes`` (a :class:`SizeSchedule`).
     """
 
-    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
-        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 sizes: Callable[[int], int] | None = None) -> None:
+        self.size, self.rank, self.world_size, self.seed, self.sizes = size, rank, world_size, seed, sizes
         self.num_samples = size // world_size
         self.epoch, self.start = 0, 0
 
@@ -70,8 +90,13 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         epoch = self.epoch
-        for index in self.indices()[self.start:]:
-            yield epoch, index
+        if self.sizes is None:
+            for index in self.indices()[self.start:]:
+                yield epoch, index
+        else:
+            size = self.sizes(epoch)
+            for index in self.indices()[self.start:]:
+                yield epoch, index, size
 
     def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)
@@ -99,7 +124,9 @@ class ShardSampler(Sampler[int]):
 class SeededSamples(Dataset):
     """Wraps a dataset: key ``(epoch, index)`` (or a plain index, epoch 0) gives sample
     ``index`` with its augmentation seeded by ``(seed, epoch, index)``; unreadable images
-    follow ``bad_image``. Other attributes (``classes``, ``targets``...) pass through."""
+    follow ``bad_image``. Key ``(epoch, index, size)`` also selects ``size`` in the dataset's
+    transform (a :class:`~inception.data.transforms.SizedTransform`). Other attributes
+    (``classes``, ``targets``...) pass through."""
 
     def __init__(self, dataset: Dataset, *, seed: int = 0, bad_image: str = "skip") -> None:
         if bad_image not in BAD_IMAGE_POLICIES:
@@ -119,7 +146,9 @@ class SeededSamples(Dataset):
         return str(samples[index][0]) if samples is not None else f"sample {index}"
 
     def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index, *size = key if isinstance(key, tuple) else (0, key)
+        if size:
+            self.dataset.transform.size = size[0]
         # Only the CPU generator: torch.manual_seed also seeds every accelerator's (~0.1 ms a call).
         state = torch.get_rng_state()
         torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))

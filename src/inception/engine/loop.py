@@ -141,7 +141,7 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
                         f"remove model.num_classes or set it to {len(class_names)}")
     train_loader, val_loader = build_loaders(cfg.data, data_config, info, batch_size=cfg.train.batch_size,
                                              seed=cfg.train.seed, device=device, channels_last=channels_last,
-                                             datasets=datasets)
+                                             datasets=datasets, epochs=cfg.train.epochs)
 
     model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
     if weights:

@@ -102,6 +102,7 @@ class EpochTally:
         self.bad_streak = torch.where(finite, 0, self.bad_streak + 1)
         self.bad_steps += ~finite
         self.loss_sum += torch.where(finite, loss.detach().float(), 0.0)
-        self.correct += topk_correct(logits.detach(), target, (1,))[0]
+        hard = target.argmax(1) if target.dim() == 2 else target     # soft (MixUp/CutMix) targets: their top class
+        self.correct += topk_correct(logits.detach(), hard, (1,))[0]
         self.seen += target.shape[0]
         self.window = (self.window[0], self.window[1] + target.shape[0])
