@@ -63,24 +63,23 @@ def test_decay_warmup():
     assert ModelEma(_net(), 0.999).decay_at(0) == 0.999
 
 
-def test_skipped_step_leaves_the_ema_alone():
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])   # the guard's static scaler; torch's GradScaler
+def test_skipped_step_leaves_the_ema_alone(precision):
     """Precision.step says on the device whether the step was applied; the EMA follows it."""
     model = _net()
     ema = ModelEma(model, 0.5)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    precision = Precision("fp32", torch.device("cpu"), guard=True)
+    precision = Precision(precision, torch.device("cpu"), guard=True)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
     before = {k: v.clone() for k, v in ema.module.state_dict().items()}
     opt.zero_grad()
-    model(x)                                       # BatchNorm statistics move in the forward pass ...
-    for p in model.parameters():
-        p.grad = torch.full_like(p, float("nan"))
+    precision.backward(nn.functional.cross_entropy(model(x), y) * float("nan"))   # BatchNorm statistics move ...
     applied = precision.step(opt, list(model.parameters()), None)
     assert applied.item() == 0.0
     ema.update(model, applied)                     # ... but a skipped step does not reach the EMA
     assert all(torch.equal(v, before[k]) for k, v in ema.module.state_dict().items() if v.is_floating_point())
     opt.zero_grad()
-    nn.functional.cross_entropy(model(x), y).backward()
+    precision.backward(nn.functional.cross_entropy(model(x), y))
     applied = precision.step(opt, list(model.parameters()), None)
     assert applied.item() == 1.0
     ema.update(model, applied)
