@@ -50,7 +50,8 @@ class ModelCfg:
 class DataCfg:
     dataset: Literal["digits", "cifar10", "cifar100", "folder", "list"] = _f(
         "digits", "digits (built in), cifar10, cifar100, folder (root/train/<class>/...), list (PaddleClas list files)")
-    data_dir: str | None = _f(None, "dataset root (not needed for digits)")
+    data_dir: str | None = _f(None, "dataset root, or a .tar/.tar.gz of <split>/<class>/ folders read without "
+                                    "unpacking (folder, cifar10/100); not needed for digits")
     train_split: str = _f("train", "sub-folder (folder, cifar image folders) used for training")
     val_split: str = _f("val", "sub-folder used for validation; cifar binary/pickle files use their test batch")
     train_list: str | None = _f(None, "list dataset: training list file (default <data_dir>/train_list.txt)")

@@ -54,10 +54,6 @@ class BatchAugment:
         return cls(num_classes=num_classes, erasing=cfg.random_erasing, mixup_alpha=cfg.mixup_alpha,
                    cutmix_alpha=cfg.cutmix_alpha, mix_prob=cfg.mix_prob, seed=seed, rank=rank)
 
-    @property
-    def soft_targets(self) -> bool:
-        return self.mix is not None
-
     def __call__(self, images: Tensor, labels: Tensor, epoch: int, batch: int) -> tuple[Tensor, Tensor]:
         if self.erasing:
             g = torch.Generator().manual_seed(self._seed("erase", epoch, batch))
