@@ -141,6 +141,7 @@ def test_eval_and_export_take_the_ema_weights_when_they_won(tmp_path):
         assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow   # two runs (~16 s); `make test-slow` and CI run it
 def test_resume_mid_epoch_keeps_the_ema_exactly(tmp_path):
     """Interrupted after step 5 of epoch 1 and resumed: the EMA (and the model) end bit-identical."""
     over = {**TINY, "train.ckpt_interval": 5, "train.keep_checkpoint_max": 50, "train.ema_warmup": True}

@@ -223,6 +223,7 @@ def test_training_learns(tmp_path):
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] and result.losses[-1] < result.losses[0]
 
 
+@pytest.mark.slow   # two 2-epoch runs (~25 s); `make test-slow` and CI run it
 def test_mixing_erasing_and_progressive_sizes_train_and_resume_exactly(tmp_path):
     """MixUp + CutMix, random erasing and progressive resizing (6 then 8 px) on the digits
     (device-resident): a run resumed mid-way through epoch 2 logs the very losses of the
