@@ -37,3 +37,13 @@ def write_image(path: Path, mode: str = "RGB", size=(20, 16), fmt: str | None = 
     img = rgb.convert(mode)
     img.save(path, format=fmt)
     return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A small folder dataset: train/{a,b} with 8 JPEGs each, val/{a,b} with 3 (40x30)."""
+    for split, n in (("train", 8), ("val", 3)):
+        for c, cls in enumerate("ab"):
+            for i in range(n):
+                write_image(tmp_path / split / cls / f"{i}.jpg", size=(40, 30), seed=100 * c + i)
+    return tmp_path

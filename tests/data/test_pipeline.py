@@ -11,19 +11,9 @@ from inception.data.loader import cap_workers, usable_cores
 from inception.data.pipeline import uses_fast_decoder
 from inception.errors import UserError
 
-from .conftest import IDENTITY, write_image
+from .conftest import IDENTITY
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def folder(tmp_path):
-    """train/{a,b} with 8 JPEGs each, val/{a,b} with 3."""
-    for split, n in (("train", 8), ("val", 3)):
-        for c, cls in enumerate("ab"):
-            for i in range(n):
-                write_image(tmp_path / split / cls / f"{i}.jpg", size=(40, 30), seed=100 * c + i)
-    return tmp_path
 
 
 def _kinds(cfg, **kw):
