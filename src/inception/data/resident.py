@@ -306,5 +306,6 @@ class ResidentLoader:
 
 def _aug_seed(seed: int, epoch: int) -> int:
     """A seed for the augmentation draws of (seed, epoch), independent of the order's ``seed + epoch``."""
-    digest = hashlib.blake2b(f"inception.ResidentLoader:{seed}:{epoch}".encode(), digest_size=8).digest()
+    # The key keeps the class's earlier name: the same seed draws the same crops and flips as before.
+    digest = hashlib.blake2b(f"inception.DeviceLoader:{seed}:{epoch}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
