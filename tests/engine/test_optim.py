@@ -63,8 +63,9 @@ def test_constant_with_fractional_warmup():
     assert f(0) == pytest.approx(0.1) and f(5) == pytest.approx(0.1 + 0.9 * 0.5) and f(10) == 1.0 and f(39) == 1.0
 
 
-def test_scheduler_state_survives_resume():
-    cfg = ScheduleCfg(name="cosine", warmup_epochs=1)
+@pytest.mark.parametrize("cfg", [ScheduleCfg(name="cosine", warmup_epochs=1), ScheduleCfg(name="onecycle"),
+                                 ScheduleCfg(name="flat_cosine", warmup_epochs=1)])
+def test_scheduler_state_survives_resume(cfg):
     full = _lrs(cfg, 0.1, 10, 5)
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
@@ -158,24 +159,3 @@ def test_flat_then_cosine():
     plain = lr_factor_fn(ScheduleCfg(name="flat_cosine", flat_fraction=0.0), lr=1.0, steps_per_epoch=10, epochs=2)
     cosine = lr_factor_fn(ScheduleCfg(name="cosine"), lr=1.0, steps_per_epoch=10, epochs=2)
     assert [plain(s) for s in range(20)] == [cosine(s) for s in range(20)]   # flat_fraction 0 is cosine
-
-
-@pytest.mark.parametrize("cfg", [ScheduleCfg(name="onecycle"), ScheduleCfg(name="flat_cosine", warmup_epochs=1)])
-def test_short_budget_schedules_survive_resume(cfg):
-    full = _lrs(cfg, 0.1, 10, 5)
-    p = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=0.1)
-    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=5)
-    for _ in range(23):
-        opt.step()
-        sched.step()
-    opt2 = torch.optim.SGD([p], lr=0.1)
-    sched2 = build_scheduler(opt2, cfg, steps_per_epoch=10, epochs=5)
-    opt2.load_state_dict(opt.state_dict())
-    sched2.load_state_dict(sched.state_dict())
-    rest = []
-    for _ in range(50 - 23):
-        rest.append(opt2.param_groups[0]["lr"])
-        opt2.step()
-        sched2.step()
-    assert rest == pytest.approx(full[23:])
