@@ -11,6 +11,13 @@ stages then run at 32, 16 and 8 pixels.
 ``aa_pool=True`` anti-aliases every stride-2 max pool (:class:`~.layers.BlurMaxPool2d`:
 dense max, then a binomial blur with stride 2); it adds no parameters, so weights load
 either way, and the feature maps keep their sizes.
+
+``variant="mindspore"`` is MindSpore model zoo's GoogLeNet (``research/cv/googlenet``): the
+same layers and names up to the checkpoint's renaming (conv-BN(eps 1e-3)-ReLU, 3x3 in the
+"5x5" branch, a 2x2 max pool before block 5, no auxiliary heads), but the 7x7/2 stem conv
+and every stride-2 max pool pad as TensorFlow's ``same`` does (``pad_mode="same"``: the
+odd pixel of padding goes to the bottom/right), so a MindSpore checkpoint gives the same
+outputs here (``inception convert``; checked against MindSpore itself in ``make test-interop``).
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from .layers import (
     BasicConv2d,
     DataConfig,
     InceptionBase,
+    MaxPool2dSame,
     init_weights,
     max_pool,
 )
+
+VARIANTS = ("torchvision", "mindspore")
 
 
 class Inception(nn.Module):
@@ -79,21 +89,34 @@ class GoogLeNet(InceptionBase):
     aux_keys = ("aux1.", "aux2.")
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, stem: str = "imagenet",
-                 dropout: float = 0.2, dropout_aux: float = 0.7, in_chans: int = 3, aa_pool: bool = False) -> None:
+                 dropout: float = 0.2, dropout_aux: float = 0.7, in_chans: int = 3, aa_pool: bool = False,
+                 variant: str = "torchvision") -> None:
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"googlenet stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"googlenet variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        same = variant == "mindspore"
+        if same and (stem != "imagenet" or aa_pool):
+            raise ValueError("googlenet variant 'mindspore' has the 224-pixel stem and plain max pools: "
+                             "drop stem='cifar' / aa_pool")
+        self.variant = variant
+
+        def pool(kernel_size: int) -> nn.Module:
+            return MaxPool2dSame(kernel_size, 2) if same else max_pool(kernel_size, ceil_mode=True, aa=aa_pool)
+
         self.arch = "googlenet"
         self.num_classes = num_classes
         self.num_features = 1024
         self.aux_logits = aux_logits
         self.stem = stem
         if stem == "imagenet":
-            self.conv1 = BasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3)
-            self.maxpool1 = max_pool(3, ceil_mode=True, aa=aa_pool)
+            self.conv1 = (BasicConv2d(in_chans, 64, kernel_size=7, stride=2, same=True) if same
+                          else BasicConv2d(in_chans, 64, kernel_size=7, stride=2, padding=3))
+            self.maxpool1 = pool(3)
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
-            self.maxpool2 = max_pool(3, ceil_mode=True, aa=aa_pool)
+            self.maxpool2 = pool(3)
             self.data_config = DataConfig(input_size=(in_chans, 224, 224), min_input_size=15,
                                           mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                           interpolation="bilinear", crop_pct=0.875)
@@ -109,13 +132,13 @@ class GoogLeNet(InceptionBase):
 
         self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
         self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
-        self.maxpool3 = max_pool(3, ceil_mode=True, aa=aa_pool)
+        self.maxpool3 = pool(3)
         self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
         self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
         self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
         self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
         self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
-        self.maxpool4 = max_pool(2, ceil_mode=True, aa=aa_pool)
+        self.maxpool4 = pool(2)
         self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
         self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
 

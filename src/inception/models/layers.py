@@ -15,17 +15,56 @@ INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
+def pad_same(x: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int], value: float = 0.0) -> Tensor:
+    """TensorFlow's (and MindSpore's) ``same`` padding: the output has ``ceil(size / stride)``
+    pixels, and when the total padding is odd the extra pixel goes to the bottom/right
+    (asymmetric at stride 2, unlike PyTorch's symmetric ``padding=``)."""
+    pads = []
+    for size, k, s in zip(x.shape[-2:], kernel_size, stride):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom), value=value)
+    return x
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow-style ``same`` padding computed from the input size
+    (timm's ``Conv2dSame``); its parameters are those of a plain ``nn.Conv2d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, **kwargs) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(pad_same(x, self.kernel_size, self.stride))
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """``nn.MaxPool2d`` with TensorFlow-style ``same`` padding (padded pixels never win)."""
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__(kernel_size, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, s = self.kernel_size, self.stride
+        return F.max_pool2d(pad_same(x, (k, k), (s, s), value=float("-inf")), k, s)
+
+
 class BasicConv2d(nn.Module):
-    """Conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU.
+    """Conv (no bias) -> BatchNorm (eps 1e-3 unless told) -> ReLU.
 
     The attribute names ``conv`` and ``bn`` match torchvision's ``BasicConv2d`` and timm's
-    ``ConvNormAct``, so their state dicts load without renaming.
+    ``ConvNormAct``, so their state dicts load without renaming. ``same=True`` pads as
+    TensorFlow/MindSpore's ``same`` does (:class:`Conv2dSame`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, same: bool = False, eps: float = 0.001,
+                 **conv_kwargs) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv_kwargs)
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        conv = Conv2dSame if same else nn.Conv2d
+        self.conv = conv(in_channels, out_channels, bias=False, **conv_kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=eps)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,12 @@ or ``.safetensors``. The source is detected from the keys:
   ``module.`` or ``_orig_mod.`` prefixes from DDP / torch.compile) are matched against the
   layouts of the four models: torchvision's ``googlenet`` and ``inception_v3`` (timm's
   ``inception_v3`` uses the same names), timm's (Cadene's) ``inception_v4`` and
-  ``inception_resnet_v2`` (Cadene's ``last_linear`` head is renamed to timm's ``classif``).
+  ``inception_resnet_v2`` (Cadene's ``last_linear`` head is renamed to timm's ``classif``);
+* the vendor zoos' files: MindSpore ``.ckpt`` (or safetensors with MindSpore's names) and
+  Paddle ``.pdparams`` of MindSpore's GoogLeNet / InceptionV4 and PaddleClas's GoogLeNet /
+  InceptionV4 (:mod:`.vendor`), renamed to ours; they need the matching model
+  (``googlenet`` / ``inception_v4`` with ``variant`` ``mindspore`` / ``paddleclas``, or
+  ``googlenet_v1``), which ``inception convert`` picks by itself.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
+from .vendor import detect_vendor, read_vendor, to_ours
 
 log = logging.getLogger("inception")
 
@@ -72,11 +78,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file '{path}' does not exist; check the path")
+    vendor = read_vendor(path)
+    if vendor is not None:
+        return _vendor_result(vendor)
     if path.suffix == ".safetensors":
         try:
-            return _strip(load_file(str(path), device="cpu")), {}
+            sd = _strip(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"'{path}' is not a readable safetensors file ({e})") from None
+        return _vendor_result(to_ours(sd, path)) if detect_vendor(sd) else (sd, {})
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -101,7 +111,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
             break
     if not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"'{path}' does not hold a state dict of tensors")
-    return _strip(obj), {}
+    sd = _strip(obj)
+    return _vendor_result(to_ours(sd, path)) if detect_vendor(sd) else (sd, {})
+
+
+def _vendor_result(vendor) -> tuple[dict[str, Tensor], dict]:
+    if vendor.skipped:
+        log.info("skipped %d optimizer/training entries of the %s file (%s)", len(vendor.skipped), vendor.label,
+                 _short(vendor.skipped, 3))
+    return vendor.state_dict, {"vendor": vendor.source, "arch": vendor.arch, "model_options": vendor.options}
 
 
 def eval_weights(ckpt: dict) -> dict[str, Tensor]:
@@ -163,7 +181,20 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
                   set_input_norm: bool = True) -> LoadResult:
     """:func:`load_pretrained` for weights already read by :func:`read_weights`."""
     own_arch = _CLASS_ARCH.get(type(model).__name__, model.arch)
-    if extras:
+    vendor = extras.get("vendor")
+    if vendor:
+        source, file_arch = extras["vendor"], extras["arch"]
+        want = extras.get("model_options", {}).get("variant")
+        options = f" --set model.options.variant={want}" if want else ""
+        label = {"mindspore": "MindSpore", "paddle": "PaddleClas"}[source]
+        if file_arch != own_arch:
+            raise CheckpointError(f"'{path}' is a {label} {file_arch} checkpoint, not {own_arch}: use "
+                                  f"--model {file_arch}{options} (or `inception convert {path} OUT.pt`)")
+        if want and getattr(model, "variant", None) != want:
+            raise CheckpointError(f"'{path}' is a {label} {file_arch} checkpoint: its outputs need the model built "
+                                  f"as {label} builds it:{options} (or `inception convert {path} OUT.pt`)")
+        extras = {}
+    elif extras:
         source = CHECKPOINT_FORMAT
         file_arch = extras.get("arch", "?")
         file_class_arch = _CLASS_ARCH.get(extras.get("model_class", ""), file_arch)
@@ -206,7 +237,8 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
                 mismatched.append(f"{k} {tuple(v.shape)} vs model {tuple(target[k].shape)}")
         else:
             loadable[k] = v
-    missing = [k for k in target if k not in state_dict]
+    # BatchNorm's step counter is not a weight (and files from PyTorch < 0.4, e.g. Cadene's, lack it)
+    missing = [k for k in target if k not in state_dict and not k.endswith(".num_batches_tracked")]
     result.missing_aux = [k for k in missing if is_aux(k) and not is_head(k)]
     missing_head = [k for k in missing if is_head(k)]
     missing = [k for k in missing if k not in result.missing_aux and k not in missing_head]
@@ -233,6 +265,6 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
         log.warning("%s has no auxiliary-head weights; the aux heads keep their initialisation", path)
     if result.ignored:
         log.info("%s: ignored %d auxiliary-head tensors (the model has no aux heads)", path, len(result.ignored))
-    if set_input_norm:
+    if set_input_norm and not vendor:       # the vendors' recipes normalise as the model's defaults say
         model.data_config = weights_data_config(model, extras)
     return result
