@@ -205,6 +205,22 @@ def _without_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+def cmd_convert_config(args: argparse.Namespace) -> int:
+    from .utils import atomic_write_text
+    from .vendor_config import convert_file
+
+    translation = convert_file(args.src, model=args.model)
+    if args.output:
+        atomic_write_text(args.output, translation.to_yaml())
+        n = len(translation.notes)
+        print(f"wrote {args.output}: {len(translation.rows)} settings translated, {n} note{'s' * (n != 1)}, "
+              f"{len(translation.untranslated)} keys not translated (listed in it); train with: inception train "
+              f"--config {args.output}")
+    else:
+        print(translation.to_yaml(), end="")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate_checkpoint
 
@@ -511,6 +527,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "with these settings are marked '# not used with ...'")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert-config", formatter_class=fmt,
+                       help="translate a MindSpore model-zoo or PaddleClas config file into a recipe",
+                       description="Print (or write with -o) the recipe equivalent to a vendor model zoo's own config "
+                                   "file: a MindSpore model-zoo default_config.yaml / cifar10_config.yaml or a "
+                                   "PaddleClas ppcls/configs/*.yaml. Each key says which vendor key it came from; the "
+                                   "keys with no equivalent are listed as comments with the reason. `inception train "
+                                   "--config VENDOR_FILE` reads such files directly, with the same translation.")
+    p.add_argument("src", metavar="SRC", help="the vendor config file")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.yaml", help="write the recipe here (atomically) "
+                                                                             "instead of printing it")
+    p.add_argument("--model", default=None, help="our model name, for a MindSpore file that does not say which "
+                                                 "model it trains")
+    p.set_defaults(func=cmd_convert_config)
 
     p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint", formatter_class=fmt)
     p.add_argument("--checkpoint", required=True, metavar="CKPT|RUN_DIR", help="checkpoint file or run directory")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from . import vendor_config
 from .errors import UserError
 from .utils import atomic_write_text
 
@@ -367,21 +369,36 @@ def set_key(cfg: Config, key: str, value: Any, where: str = " (command line)") -
     apply(cfg, {section: {name: value}}, where)
 
 
+def read_recipe(path: str | Path, model: str | None = None) -> dict:
+    """The nested mapping of a recipe file. A vendor model zoo's own config (MindSpore,
+    PaddleClas) is translated (:mod:`inception.vendor_config`), and the translation is logged
+    as one table: each vendor key = value -> our key = value, then notes on approximations and
+    the keys not translated, with the reason. ``model``: our model name, for a vendor file that
+    does not say which model it trains."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist; see configs/ for the recipes")
+    docs = vendor_config.read_documents(path)
+    data = docs[0] if docs and docs[0] is not None else {}
+    kind = vendor_config.detect(data)
+    if kind in vendor_config.VENDORS:
+        translation = vendor_config.translate(data, path, model=model, documents=len(docs))
+        logging.getLogger("inception").info("\n".join(translation.lines()))   # one record: the whole table
+        return translation.recipe
+    if len(docs) > 1:
+        raise UserError(f"config file '{path}' holds {len(docs)} YAML documents; a recipe is one mapping of "
+                        f"sections ({', '.join(SECTIONS)})")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the YAML file, then ``overrides`` (``{'optim.lr': 0.05}``), validated."""
+    """Defaults, then the YAML file (ours, or a MindSpore / PaddleClas config, translated), then
+    ``overrides`` (``{'optim.lr': 0.05}``), validated."""
     cfg = Config()
+    overrides = overrides or {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file '{path}' does not exist; see configs/ for the recipes")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"config file '{path}' is not valid YAML{at}") from None
-        apply(cfg, data, f" in {path}")
-    for key, value in (overrides or {}).items():
+        apply(cfg, read_recipe(path, model=overrides.get("model.name")), f" in {path}")
+    for key, value in overrides.items():
         set_key(cfg, key, value)
     validate(cfg)
     return cfg
