@@ -23,7 +23,7 @@ FIXTURES = [MS_GOOGLENET, MS_V4, PD_GOOGLENET, PD_V4]
 
 EXPECTED = {
     MS_GOOGLENET: {
-        "model": {"name": "googlenet", "options": {"padding": "same"}, "num_classes": 10},
+        "model": {"name": "googlenet", "options": {"variant": "mindspore"}, "num_classes": 10},
         "data": {"dataset": "cifar10", "data_dir": "/home/DataSet/cifar10", "image_size": 224, "crop_padding": 28,
                  "augment": "cifar"},
         "optim": {"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "lr": 0.1},
@@ -31,7 +31,7 @@ EXPECTED = {
         "train": {"epochs": 125, "batch_size": 128, "keep_checkpoint_max": 10},
     },
     MS_V4: {
-        "model": {"name": "inception_v4", "options": {"padding": "same"}, "num_classes": 1000},
+        "model": {"name": "inception_v4", "options": {"variant": "mindspore"}, "num_classes": 1000},
         "data": {"dataset": "folder", "data_dir": "/data/imagenet", "image_size": 299, "workers": 8},
         "optim": {"name": "rmsprop", "momentum": 0.9, "weight_decay": 4e-5, "alpha": 0.9, "eps": 1.0,
                   "no_decay_bn_bias": True, "lr": 0.4},
@@ -49,7 +49,7 @@ EXPECTED = {
         "train": {"epochs": 200, "log_interval": 10, "eval_interval": 1, "tensorboard": False, "batch_size": 64},
     },
     PD_V4: {
-        "model": {"name": "inception_v4", "num_classes": 1000},
+        "model": {"name": "inception_v4", "options": {"variant": "paddleclas"}, "num_classes": 1000},
         "data": {"dataset": "list", "data_dir": "./dataset/ILSVRC2012/", "train_list":
                  "./dataset/ILSVRC2012/train_list.txt", "image_size": 299, "augment": "imagenet", "hflip": True,
                  "mixup_alpha": 0.2, "workers": 4, "val_list": "./dataset/ILSVRC2012/val_list.txt",
@@ -195,6 +195,19 @@ def test_mindspore_schedules_precision_and_paths(tmp_path):
     assert r["train"]["label_smoothing"] == 0.0
     assert any(k == "T_max" and why.startswith("approximated:") for k, _, why in t.untranslated)
     assert any(k == "lr_scheduler" and text.startswith("approximated:") for k, text in t.notes)
+
+
+def test_vendor_weights_in_configs_become_model_pretrained():
+    """A MindSpore pre_trained .ckpt and PaddleClas's Global.pretrained_model (Paddle adds the
+    .pdparams suffix itself) are read by --pretrained (models/vendor.py)."""
+    ms = translate({"net_name": "GoogleNet", "lr_init": 0.1, "pre_trained": "/ckpt/googlenet_ascend.ckpt", "resume": 0},
+                   "x.yaml")
+    assert ms.recipe["model"]["pretrained"] == "/ckpt/googlenet_ascend.ckpt"
+    pd = yaml.safe_load(PD_GOOGLENET.read_text())
+    pd["Global"]["pretrained_model"] = "./pretrained/GoogLeNet_pretrained"
+    r = translate(pd, "GoogLeNet.yaml").recipe
+    assert r["model"]["pretrained"] == "./pretrained/GoogLeNet_pretrained.pdparams"
+    assert translate(yaml.safe_load(PD_GOOGLENET.read_text()), "x.yaml").recipe["model"].get("pretrained") is None
 
 
 def test_paddle_piecewise_step_amp_and_ema():

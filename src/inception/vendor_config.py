@@ -28,9 +28,9 @@ from .errors import UserError
 # Vendor model -> (our model, model.options). MindSpore names are compared lower-case without
 # "_" or "-" (net_name: GoogleNet, file_name: inceptionv4, or the config's folder name).
 MODELS: dict[str, dict[str, tuple[str, dict]]] = {
-    "mindspore": {"googlenet": ("googlenet", {"padding": "same"}),
-                  "inceptionv4": ("inception_v4", {"padding": "same"})},
-    "paddleclas": {"GoogLeNet": ("googlenet_v1", {}), "InceptionV4": ("inception_v4", {})},
+    "mindspore": {"googlenet": ("googlenet", {"variant": "mindspore"}),
+                  "inceptionv4": ("inception_v4", {"variant": "mindspore"})},
+    "paddleclas": {"GoogLeNet": ("googlenet_v1", {}), "InceptionV4": ("inception_v4", {"variant": "paddleclas"})},
 }
 # What the MindSpore train.py of each model uses, not written in its config file.
 MINDSPORE_OPTIMIZER = {"googlenet": "sgd", "inceptionv4": "rmsprop"}
@@ -53,8 +53,8 @@ _MS_SKIP = {
     "is_save_on_master": "only rank 0 ever saves here",
     **dict.fromkeys(("file_name", "file_format", "ckpt_file", "batch_size_export", "onnx_filename",
                      "air_filename", "result_path", "label_file"), _EXPORT),
-    "checkpoint_path": "a MindSpore .ckpt to evaluate or start from: MindSpore weights are not read here",
-    "ckpt_path": "a MindSpore .ckpt folder: MindSpore weights are not read here",
+    "checkpoint_path": "the .ckpt eval.py evaluates: `inception convert FILE.ckpt OUT.pt`, then `inception eval`",
+    "ckpt_path": "a folder of MindSpore .ckpt files (eval.py); convert one with `inception convert`",
     **dict.fromkeys(("ckpt_save_dir", "save_checkpoint_path", "summary_dir"), _OUTDIR),
     "enable_profiling": "no profiler setting; `inception bench` measures speed",
     "ds_sink_mode": "MindSpore graph data-sink mode; no equivalent",
@@ -256,9 +256,10 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
         b.set(vkey, vname, "model.options", dict(options))
     if "pad_mode" in d:
         if str(d["pad_mode"]).lower() == "same":
-            b.set("pad_mode", d["pad_mode"], "model.options.padding", "same")
+            b.set("pad_mode", d["pad_mode"], "model.options.variant", "mindspore")
         else:
-            b.skip("pad_mode", d["pad_mode"], "only pad_mode 'same' has an equivalent (model.options.padding)")
+            b.skip("pad_mode", d["pad_mode"], "only pad_mode 'same' has an equivalent (model.options.variant: "
+                   "mindspore, TensorFlow-style same padding)")
 
     # Data.
     ds = _take(d, "dataset_name", "ds_type")
@@ -384,11 +385,16 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
         b.set(*interval, "train.ckpt_interval", interval[1])
     if "seed" in d:
         b.set("seed", d["seed"], "train.seed", d["seed"])
-    for key in ("pre_trained", "pretrained", "resume"):
+    for key in ("pre_trained", "pretrained"):
         if key in d:
-            b.skip(key, d[key], "MindSpore .ckpt weights are not read here; start from ours, torchvision's or "
-                                "timm's with --pretrained, or continue a run with --resume" if _set(d[key])
-                   else "not set")
+            if _set(d[key]) and isinstance(d[key], str):
+                b.set(key, d[key], "model.pretrained", d[key])     # a MindSpore .ckpt: read by models/vendor.py
+            else:
+                b.skip(key, d[key], "not set")
+    if "resume" in d:
+        why = ("a MindSpore run cannot be continued here (its optimizer state differs); start from its weights "
+               "with --pretrained FILE.ckpt")
+        b.skip("resume", d["resume"], why if _set(d["resume"]) else "not set")
     if "start_epoch" in d:
         b.skip("start_epoch", d["start_epoch"], "runs start at epoch 1; --resume RUN continues one where it stopped")
     for key, reason in _MS_SKIP.items():
@@ -474,8 +480,8 @@ def _paddleclas(b: _Builder, d: dict, hint: str | None) -> None:
         if name in (d.get(section) or {}):
             b.set(key, d[section][name], "model.num_classes", d[section][name])
     if "pretrained" in (d.get("Arch") or {}):
-        b.skip("Arch.pretrained", d["Arch"]["pretrained"], "Paddle weights are not read here; --pretrained takes "
-                                                           "ours, torchvision's or timm's")
+        b.skip("Arch.pretrained", d["Arch"]["pretrained"], "PaddleClas downloads its weights for `pretrained: true`; "
+                                                           "nothing downloads here: --pretrained FILE.pdparams")
 
     simple = {"epochs": "train.epochs", "print_batch_step": "train.log_interval", "eval_interval":
               "train.eval_interval", "seed": "train.seed", "use_visualdl": "train.tensorboard"}
@@ -490,9 +496,14 @@ def _paddleclas(b: _Builder, d: dict, hint: str | None) -> None:
         else:
             b.set("Global.eval_during_train", False, "train.eval_interval", g.get("epochs", 10))
             b.note("Global.eval_during_train", "approximated: ours still evaluates after the last epoch")
+    if _set(g.get("pretrained_model")):
+        path = str(g["pretrained_model"])
+        b.set("Global.pretrained_model", path, "model.pretrained",
+              path if path.endswith(".pdparams") else path + ".pdparams")      # Paddle adds the suffix itself
+    elif "pretrained_model" in g:
+        b.skip("Global.pretrained_model", g["pretrained_model"], "not set")
     skips = {"checkpoints": "a Paddle checkpoint cannot continue a run here; --resume RUN continues ours",
-             "pretrained_model": "Paddle weights (.pdparams) are not read here; --pretrained takes ours, "
-                                 "torchvision's or timm's", "output_dir": _OUTDIR, "device": _DEVICE,
+             "output_dir": _OUTDIR, "device": _DEVICE,
              "save_inference_dir": _EXPORT, "save_interval": "ours saves at every epoch end and every "
              "train.ckpt_interval steps; an interval in epochs has no setting"}
     for key, reason in skips.items():
