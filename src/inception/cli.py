@@ -205,6 +205,19 @@ def _without_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    r = convert(args.src, args.dst, model=args.model, num_classes=args.num_classes, class_names=args.classes)
+    print(r.line())
+    if r.load.reinitialized:
+        print(f"note: {len(r.load.reinitialized)} classifier tensors left at their initialisation (--num-classes "
+              "differs from the file's)")
+    print(f"next: inception eval --checkpoint {r.path} --data-dir DATA   |   inception export --checkpoint {r.path}"
+          if r.path.suffix != ".safetensors" else f"next: inception train ... --pretrained {r.path}")
+    return 0
+
+
 def cmd_convert_config(args: argparse.Namespace) -> int:
     from .utils import atomic_write_text
     from .vendor_config import convert_file
@@ -527,6 +540,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "with these settings are marked '# not used with ...'")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert", formatter_class=fmt,
+                       help="a MindSpore .ckpt, PaddleClas .pdparams, timm/torchvision/Cadene file as our checkpoint",
+                       description="Read weights from the vendor zoos (MindSpore GoogLeNet/InceptionV4 .ckpt or "
+                                   "safetensors, PaddleClas GoogLeNet/InceptionV4 .pdparams), timm, torchvision, "
+                                   "Cadene / Ascend-PyTorch .pth, or ours, and write our checkpoint (DST.pt: eval, "
+                                   "export, infer and --pretrained take it) or safetensors with the export metadata "
+                                   "(DST.safetensors). The model and its options (variant=mindspore...) and the class "
+                                   "count come from the file.")
+    p.add_argument("src", metavar="SRC", help="the weights file")
+    p.add_argument("dst", metavar="DST", help="output: .pt (our checkpoint) or .safetensors")
+    p.add_argument("--model", default=None, help="check that the file holds this model (read from the file anyway)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="classes of the classifier (default: the file's; another count re-initialises it)")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, one per line in the classifier's order (PaddleClas 'index name' label lists "
+                        "too); default: 0..N-1")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("convert-config", formatter_class=fmt,
                        help="translate a MindSpore model-zoo or PaddleClas config file into a recipe",

@@ -42,11 +42,12 @@ CHECKPOINT_FORMAT = "inception"
 # A key that only one architecture's state dict has, and where its weights come from.
 _LAYOUTS = {
     "googlenet": ("inception3a.branch1.conv.weight", "torchvision"),
+    "googlenet_v1": ("inception3a.branch1.weight", "inception"),       # ours (converted PaddleClas weights)
     "inception_v3": ("Mixed_5b.branch1x1.conv.weight", "torchvision/timm"),
     "inception_v4": ("features.3.conv.conv.weight", "timm"),
     "inception_resnet_v2": ("mixed_5b.branch0.conv.weight", "timm"),
 }
-_CLASS_ARCH = {"GoogLeNet": "googlenet", "InceptionV3": "inception_v3",
+_CLASS_ARCH = {"GoogLeNet": "googlenet", "GoogLeNetV1": "googlenet_v1", "InceptionV3": "inception_v3",
                "InceptionV4": "inception_v4", "InceptionResNetV2": "inception_resnet_v2"}
 _KEY_ALIASES = {"inception_resnet_v2": {"last_linear.": "classif."}}
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "module")
