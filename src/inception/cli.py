@@ -75,7 +75,7 @@ TRAIN_FLAGS = [
     ("--warmup-epochs", "schedule.warmup_epochs", float, "linear lr warmup in epochs (may be fractional)"),
     ("--label-smoothing", "train.label_smoothing", float, "label smoothing of the loss, e.g. 0.1"),
     ("--output-dir", "train.output_dir", str, "run directory"),
-    ("--device", "train.device", str, "auto, cpu, cuda, cuda:N or mps"),
+    ("--device", "train.device", str, "auto, cpu, cuda, cuda:N, mps, npu or npu:N (Ascend: needs torch_npu)"),
     ("--seed", "train.seed", int, "random seed"),
     ("--backbone-lr-scale", "model.backbone_lr_scale", float, "fine-tuning: backbone lr = lr x this"),
     ("--time-limit", "train.time_limit", str, "stop cleanly after this wall time (3600, 90m, 1h30m, 2h), "
@@ -157,12 +157,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     nproc = getattr(args, "nproc", None)
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ and not args.print_config:
         # The config is valid (checked above): start the processes.
-        from .engine.distributed import launch_torchrun
-        from .utils import resolve_device
+        from .accel import resolve_device
+        from .engine.distributed import check_sync_bn, launch_torchrun
 
-        if cfg.train.sync_bn and resolve_device(cfg.train.device).type != "cuda":
-            raise UserError("train.sync_bn needs CUDA devices (PyTorch synchronises BatchNorm only on GPUs); "
-                            "set train.sync_bn: false on CPU")
+        if cfg.train.sync_bn:
+            check_sync_bn(resolve_device(cfg.train.device))
         argv = _without_flag(_without_flag(args.argv, "--nproc"), "--max-restarts")
         return launch_torchrun(nproc, argv, max_restarts=getattr(args, "max_restarts", 0) or 0)
     if args.print_config:
@@ -579,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="dataset kind (default: the checkpoint's)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the validation split)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the training batch size")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, npu or npu:N")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
     p.add_argument("--report", default=None, metavar="DIR",
@@ -686,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=["auto", "onnxruntime", "torch"], default="auto",
                    help="auto: ONNX Runtime for .onnx, PyTorch for the rest")
     p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda (ONNX Runtime: also tensorrt; PyTorch: also cuda:N, mps)")
+                   help="auto, cpu, cuda (ONNX Runtime: also tensorrt; PyTorch: also cuda:N, mps, npu, npu:N)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the usable cores)")
     p.add_argument("--workers", type=int, default=None, help="image decoding workers (default: min(4, cores))")
     p.add_argument("--root", default=None, help="list files: folder the paths are relative to "
@@ -716,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
     b.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 autocast")
     b.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, npu or npu:N")
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC model and inputs (default: on for CUDA)")
     b.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -761,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode the JPEGs on --device in batches (data.gpu_decode; nvJPEG on CUDA)")
     b.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the torchvision baseline (needs class folders)")
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, npu or npu:N")
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.set_defaults(func=cmd_bench_data)
 
@@ -781,7 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
     b.add_argument("--steps", type=int, default=20, help="timed rounds")
     b.add_argument("--warmup", type=int, default=5, help="untimed batches of each before them")
-    b.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime: also tensorrt)")
+    b.add_argument("--device", default="cpu",
+                   help="cpu or cuda (ONNX Runtime: also tensorrt; PyTorch alone: also npu, npu:N, mps)")
     b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs of named models")
     b.add_argument("--option", action="append", metavar="KEY=VALUE", default=None,
                    help="model option, e.g. --option aux_logits=true (repeatable)")
@@ -798,7 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "version of the same steps (CPU smoke figures) in about a minute.")
     b.add_argument("--quick", action="store_true", help="fewer timed steps and rounds, 5 epochs of the CIFAR recipe")
     b.add_argument("--output", default=None, metavar="FILE.md", help="also write the table to this file")
-    b.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (cpu: the smoke version)")
+    b.add_argument("--device", default="auto",
+                   help="auto, cuda, cuda:N or cpu (not CUDA, npu included: the smoke version)")
     b.add_argument("--data", default=None, metavar="PATH",
                    help="images for the pipeline steps: a folder dataset or a .tar.gz of class folders (default: "
                         "../shared/data/imagenette-160.tar.gz, else imagewoof-sample.tar.gz)")

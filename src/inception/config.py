@@ -155,7 +155,7 @@ class TrainCfg:
     keep_checkpoint_max: int = _f(5, "periodic checkpoints kept (last and best are kept besides)", ge=1)
     eval_interval: int = _f(1, "evaluate every N epochs (and always after the last)", ge=1)
     seed: int = _f(0, "random seed; a CPU run with the same seed repeats exactly")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N, mps, npu or npu:N (Ascend NPUs: needs torch_npu)")
     output_dir: str | None = _f(None, "run directory; default runs/<model>-<dataset>-<time>")
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = _f(

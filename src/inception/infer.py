@@ -39,13 +39,14 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .accel import resolve_device
 from .data.folder import is_image_file, load_image, read_list
 from .data.transforms import eval_transform
 from .engine.evaluate import restore_model
 from .errors import UserError
 from .metadata import model_kind, model_metadata, read_metadata
 from .models import create_model
-from .utils import atomic_write_text, resolve_device
+from .utils import atomic_write_text
 
 log = logging.getLogger("inception")
 
@@ -228,7 +229,7 @@ def load_predictor(path: str | Path, *, runtime: str = "auto", device: str = "au
 
     ``runtime``: ``auto`` (ONNX Runtime for ``.onnx``, PyTorch otherwise), ``onnxruntime``
     or ``torch``. ``device``: ``auto``/``cpu``/``cuda`` (``tensorrt`` for ONNX Runtime,
-    ``cuda:N``/``mps`` for PyTorch). ``threads``: CPU threads (default: usable cores).
+    ``cuda:N``/``mps``/``npu[:N]`` for PyTorch). ``threads``: CPU threads (default: usable cores).
     """
     if runtime not in RUNTIMES:
         raise UserError(f"runtime '{runtime}' is not valid; choose one of: {', '.join(RUNTIMES)}")

@@ -1,4 +1,4 @@
-"""Small helpers: atomic writes, seeding, device selection."""
+"""Small helpers: atomic writes, seeding (device selection: :mod:`inception.accel`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .accel import resolve_device  # noqa: F401  (kept importable from here)
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -49,27 +49,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an unavailable device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device '{name}' is not valid; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device '{name}' asked for but no CUDA GPU is available; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device '{name}' does not exist: {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"device '{name}' asked for but MPS is not available; use --device cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device '{name}' is not supported; use auto, cpu, cuda, cuda:N or mps")
-    return device

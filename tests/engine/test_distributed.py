@@ -177,7 +177,7 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
            "--set", "train.sync_bn=true", "--set", "train.threads=1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert "train.sync_bn needs CUDA devices" in done.stderr
+    assert "train.sync_bn needs CUDA or NPU devices" in done.stderr
 
 
 @pytest.mark.gpu

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import torch
 import yaml
 
+from .. import accel
 from ..errors import UserError
 
 
@@ -21,23 +22,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on a CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+sync = accel.synchronize   # wait for the device's queued work (a no-op on a CPU)
 
 
 def device_label(device: torch.device) -> str:
-    """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu (2 threads)``..."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``npu:0 (Ascend910B3), 8 visible``, ``cpu (2 threads)``:
+    any accelerator's own name, and how many of its type there are when more than one."""
     if device.type == "cpu":
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'' if n == 1 else 's'})"
-    return str(device)
+    name = accel.device_name(device)
+    if name is None:
+        return str(device)
+    count = accel.device_count(device.type)
+    return f"{device.type}:{accel.device_index(device)} ({name})" + (f", {count} visible" if count > 1 else "")
 
 
 def parse_model_options(items: Iterable[str] | None) -> dict:

@@ -36,13 +36,14 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from .. import accel
+from ..accel import resolve_device
 from ..config import DataCfg
 from ..data.loader import Batch, FileLoader
 from ..data.pipeline import Preprocessing, build_datasets, loader_for, resident, uses_fast_decoder
 from ..data.sampling import EpochSampler, SeededSamples
 from ..errors import UserError
 from ..models import get_model_info
-from ..utils import resolve_device
 from .common import percentile, sync
 from .model import BenchResult
 
@@ -98,7 +99,7 @@ def bench_data(data_dir: str | Path | None = None, *, dataset: str | None = None
     if cfg.dataset != "digits" and not cfg.data_dir:
         raise UserError(f"dataset '{cfg.dataset}' needs a data directory (--data PATH)")
     dev = resolve_device(str(device))
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
+    channels_last = accel.channels_last_default(dev) if channels_last is None else channels_last
     train = pipeline == "train"
 
     dc = get_model_info(model_name, **(model_options or {})).data_config
@@ -202,8 +203,8 @@ def baseline_loader(split_dir: Path, pre: Preprocessing, *, train: bool, batch_s
     dataset = SeededSamples(ImageFolder(str(split_dir), transform=transform), seed=0)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed=0) if train else None,
                         drop_last=train, num_workers=workers, persistent_workers=workers > 0,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
-    return FileLoader(loader, device, None, channels_last=device.type == "cuda", seed=0)
+                        pin_memory=accel.pin_memory(device), generator=torch.Generator().manual_seed(0))
+    return FileLoader(loader, device, None, channels_last=accel.channels_last_default(device), seed=0)
 
 
 def _timed(loader, epoch: int, steps: int, device: torch.device) -> tuple[int, float]:
@@ -252,7 +253,7 @@ def bench_pipeline(data_dir: str | Path, *, pipeline: str = "train", dataset: st
 
     def ours_loader() -> FileLoader:
         return loader_for(ours, cfg, pre, train=train, batch_size=batch_size, seed=0, device=dev,
-                          channels_last=dev.type == "cuda")
+                          channels_last=accel.channels_last_default(dev))
 
     loaders = {"inception": _as_uint8(ours_loader()), "inception+normalize": ours_loader()}
     split_dir = Path(ours.source)

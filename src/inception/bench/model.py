@@ -8,9 +8,9 @@ How the figures are measured:
 
 * Warmup steps (and, with ``compile=True``, the compilation they trigger) run first and are
   excluded; the compile time is reported on its own (``compile_s``).
-* Every timed step is timed on its own: with CUDA events on a GPU (no host sync inside the
-  loop; one at the end), with ``time.perf_counter`` on a CPU (with ``torch.mps.synchronize``
-  on MPS). ``ms_per_step`` is the median, ``p90_ms`` the 90th percentile, and
+* Every timed step is timed on its own: with the device's events on a GPU or NPU (no host
+  sync inside the loop; one at the end), with ``time.perf_counter`` on a CPU (with
+  ``torch.mps.synchronize`` on MPS). ``ms_per_step`` is the median, ``p90_ms`` the 90th percentile, and
   ``img_per_s = batch_size / median step time``. ``wall_img_per_s`` (images over the wall time
   of the whole timed window) is kept as a cross-check.
 * FLOPs follow the usual convention: a forward pass costs ``2 x MACs`` FLOPs per image, and a
@@ -44,13 +44,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .. import accel
+from ..accel import resolve_device
 from ..config import OptimCfg
 from ..engine.amp import Precision
 from ..engine.loop import compute_loss
 from ..engine.optim import build_optimizer
 from ..errors import UserError
 from ..models import create_model
-from ..utils import resolve_device
 from .common import device_label, percentile, sync
 
 log = logging.getLogger("inception")
@@ -75,7 +76,7 @@ class BenchResult:
     ms_per_step: float              # median of the timed steps
     p90_ms: float                   # 90th percentile of the timed steps
     wall_img_per_s: float           # images / wall time of the whole timed window (cross-check)
-    peak_mem_mb: float | None       # CUDA: torch.cuda.max_memory_allocated over the run; else None
+    peak_mem_mb: float | None       # GPU/NPU: max_memory_allocated over the run; CPU, MPS: None
     macs_per_image: int             # forward MACs at image_size (train mode: with aux heads)
     flops_per_image: int            # 2 x MACs (infer) or 3 x 2 x MACs (train)
     achieved_tflops: float
@@ -154,34 +155,25 @@ def peak_flops_for_name(name: str, precision: str) -> float | None:
     return found[1].get(precision) if found else None
 
 
-def _cuda_flags(restore: tuple | None = None) -> tuple:
-    """``(cudnn.benchmark, matmul TF32, cuDNN TF32)``; with ``restore``, set them back."""
-    if restore is not None:
-        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
-         torch.backends.cudnn.allow_tf32) = restore
-    return (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-
-
 def _peak_precision(device: torch.device, precision: str) -> str:
     """The table column that ``precision`` runs as on ``device``: ``tf32`` for fp32 on a GPU
     with TF32 tensor cores (training and :func:`bench_model` allow TF32 convolutions and matmuls)."""
     if precision == "fp32" and device.type == "cuda":
-        if peak_flops_for_name(torch.cuda.get_device_name(device), "tf32") is not None:
+        if peak_flops_for_name(accel.device_name(device) or "", "tf32") is not None:
             return "tf32"
     return precision
 
 
 def peak_flops(device: str | torch.device, precision: str) -> float | None:
     """Dense peak TFLOPS of ``device`` for ``precision`` (``fp32``, ``bf16``, ``fp16``), or None
-    when unknown (a CPU, MPS, a GPU not in the table).
+    when unknown (a CPU, MPS, a device not in the table: Ascend NPUs are not).
 
     ``fp32`` on a GPU with TF32 tensor cores returns the TF32 peak: the trainer (and
     :func:`bench_model`) let convolutions and matmuls run as TF32, so that is the math the device does.
     """
     device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return None
-    return peak_flops_for_name(torch.cuda.get_device_name(device), _peak_precision(device, precision))
+    name = accel.device_name(device) if accel.is_available(device.type) else None
+    return peak_flops_for_name(name, _peak_precision(device, precision)) if name else None
 
 
 # --------------------------------------------------------------------------------------
@@ -232,7 +224,7 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
         precision: ``fp32``, or ``bf16`` / ``fp16`` autocast (BatchNorm and the loss stay fp32).
         compile: wrap the model in ``torch.compile``; the compile time is ``compile_s`` and is
             not part of the figures (at least one warmup step is run).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``npu`` or ``npu:N``.
         channels_last: NHWC model and inputs; default on for CUDA.
         steps, warmup: timed steps, and untimed steps before them.
         peak_tflops: the device's peak for this precision, overriding :func:`peak_flops`.
@@ -244,7 +236,7 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
     options = dict(model_options or {})
     dev = resolve_device(str(device))
     train = mode == "train"
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
+    channels_last = accel.channels_last_default(dev) if channels_last is None else channels_last
     if compile and warmup < 1:
         warmup = 1
     notes: list[str] = []
@@ -257,8 +249,7 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
                         f"use --image-size {dc.min_input_size} or more")
     log.info("bench %s %s: batch %d, %dx%d, %s%s on %s, %d+%d steps", model_name, mode, batch_size, size, size,
              precision, ", compiled" if compile else "", dev, warmup, steps)
-    if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"{torch.cuda.get_device_name(dev)} does not support bf16; use --precision fp16")
+    accel.check_precision(dev, precision)
     try:   # a free meta-device forward: also runs the model's input checks (v3's aux head needs 299)
         macs = forward_macs(model_name, size, train=train, num_classes=num_classes, model_options=options)
     except ValueError as e:
@@ -266,18 +257,14 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
     if train and getattr(model, "aux_logits", False):
         notes.append("MACs include the auxiliary heads (they run in train mode)")
 
-    saved = _cuda_flags()
-    if dev.type == "cuda":   # as the trainer sets them
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    restore = accel.tune_for_speed(dev)   # as the trainer sets them
     try:
         step_ms, wall_s, compile_s, peak_mem, skipped = _run_steps(
             model, dev, train=train, batch_size=batch_size, size=size, precision=precision, compile=compile,
             channels_last=channels_last, steps=steps, warmup=warmup, num_classes=num_classes,
             what=f"{model_name} ({mode}, batch {batch_size}, {size}x{size}, {precision})")
     finally:
-        _cuda_flags(saved)
+        restore()
 
     median_ms = statistics.median(step_ms)
     img_per_s = batch_size / (median_ms / 1000)
@@ -286,10 +273,10 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
     if peak_tflops is None:
         peak_tflops = peak_flops(dev, precision)
         if peak_tflops is not None:
-            gpu = torch.cuda.get_device_name(dev)
+            gpu = accel.device_name(dev)
             notes.append(f"peak {peak_tflops:g} TFLOPS: dense {_peak_precision(dev, precision)} of {known_gpu(gpu)}")
-        elif dev.type == "cuda":
-            notes.append(f"no known peak for {torch.cuda.get_device_name(dev)} ({precision}); "
+        elif accel.device_name(dev) is not None:
+            notes.append(f"no known peak for {accel.device_name(dev)} ({precision}); "
                          "pass peak_tflops (--peak-tflops) for MFU")
     else:
         notes.append(f"peak {peak_tflops:g} TFLOPS: given")
@@ -299,8 +286,8 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
         notes.append(f"the fp16 loss scaler skipped {skipped} of the timed optimizer steps (inf gradients)")
     if compile_s is not None:
         notes.append(f"torch.compile took {compile_s:.1f} s (first step, excluded)")
-    if dev.type != "cuda":
-        notes.append("peak memory is measured on CUDA only")
+    if peak_mem is None:
+        notes.append(f"peak memory is not measured on {dev.type}")
 
     return BenchResult(
         model=model_name, mode=mode, batch_size=batch_size, image_size=size, precision=precision,
@@ -316,7 +303,8 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
                compile: bool, channels_last: bool, steps: int, warmup: int, num_classes: int,
                what: str) -> tuple[list[float], float, float | None, float | None, int]:
     """Per-step times (ms) of the timed steps, the timed window's wall time (s), the compile
-    time (s), the CUDA peak memory (MiB) and the optimizer steps the fp16 scaler skipped."""
+    time (s), the device's peak memory (MiB; None on a CPU) and the optimizer steps the fp16
+    scaler skipped."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format)
     model.train(train)
@@ -347,8 +335,8 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
         context = torch.inference_mode
     scaler = amp.scaler if train else None
 
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    accel.reset_peak_memory(dev)
+    new_event = accel.timing_event(dev)
     compile_s = None
     try:
         with context():
@@ -361,15 +349,14 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
             sync(dev)
             scale = scaler.get_scale() if scaler is not None else None
             step_ms: list[float] = []
-            if dev.type == "cuda":
-                events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                          for _ in range(steps)]
+            if new_event is not None:
+                events = [(new_event(), new_event()) for _ in range(steps)]
                 window = time.perf_counter()
                 for start_ev, end_ev in events:
                     start_ev.record()
                     step()
                     end_ev.record()
-                torch.cuda.synchronize(dev)
+                sync(dev)
                 wall_s = time.perf_counter() - window
                 step_ms = [s.elapsed_time(e) for s, e in events]
             else:
@@ -380,9 +367,10 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
                     sync(dev)
                     step_ms.append(1000 * (time.perf_counter() - start))
                 wall_s = time.perf_counter() - window
-    except torch.cuda.OutOfMemoryError:
-        raise UserError(f"{what} does not fit in the GPU's memory; lower --batch-size") from None
-    peak_mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    except accel.OutOfMemoryError:
+        raise UserError(f"{what} does not fit in the {dev.type.upper()} device's memory; lower --batch-size") from None
+    peak = accel.peak_memory(dev)
+    peak_mem = peak / 2**20 if peak is not None else None
     # Each inf/NaN gradient halves the scale and skips that step (growth needs 2,000 clean steps).
     skipped = round(math.log2(scale / scaler.get_scale())) if scale is not None else 0
     return step_ms, wall_s, compile_s, peak_mem, max(skipped, 0)

@@ -45,12 +45,13 @@ import torch
 import torchvision
 
 from .. import __version__
+from ..accel import resolve_device
 from ..config import load_config
 from ..data.archive import is_archive
 from ..data.folder import is_image_file
 from ..engine.loop import train
 from ..errors import UserError
-from ..utils import atomic_write_text, resolve_device
+from ..utils import atomic_write_text
 from .common import device_label
 from .data import bench_pipeline, data_verdict
 from .model import BenchResult, bench_model
@@ -96,7 +97,9 @@ class Plan:
 
     @classmethod
     def for_device(cls, device: torch.device, *, quick: bool = False, workers: int | None = None) -> "Plan":
-        """The GPU plan on CUDA (``quick``: its short form), else the CPU smoke plan."""
+        """The GPU plan on CUDA (``quick``: its short form), else the CPU smoke plan (its steps,
+        ONNX Runtime's CUDA provider and the bf16/compile settings, are CUDA's; elsewhere,
+        an NPU included, ``inception bench model`` measures the device)."""
         if device.type != "cuda":
             return cls(smoke=True, precision="fp32", googlenet=(64, 8), inception_v4=(75, 2), steps=3, warmup=1,
                        compile=False, pipeline_size=64, pipeline_batch=8, workers=2 if workers is None else workers,

@@ -373,7 +373,8 @@ class DeferredBatch:
                 failed.append((i, item.name, pixels))
                 continue
             image = _resize_on_device(pixels, item.box, item.size, item.interpolation)
-            out.append(image.flip(-1) if item.flip else image)
+            # torchvision decodes on CUDA only: elsewhere (an NPU) the pixels came back on the CPU
+            out.append((image.flip(-1) if item.flip else image).to(device, non_blocking=True))
         if not out:
             return torch.empty(0, *self.shape[1:], dtype=torch.uint8, device=device), failed
         return torch.stack(out), failed

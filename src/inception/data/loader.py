@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import accel
 from ..errors import UserError
 from .batchaug import BatchAugment
 from .decode import DeferredBatch, collate_images
@@ -162,7 +163,7 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int
         sampler=sampler,
         drop_last=drop_last,
         num_workers=workers,
-        pin_memory=torch.device(device).type == "cuda",
+        pin_memory=accel.pin_memory(torch.device(device)),
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from .. import accel
 from ..errors import UserError
 from .batchaug import BatchAugment
 from .loader import Batch
@@ -216,7 +217,7 @@ class ResidentLoader:
         return (sn, sy, sx), torch.stack(windows)
 
     def _to_device(self, t: Tensor) -> Tensor:
-        if self.device.type == "cuda":
+        if accel.pin_memory(self.device):
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
 

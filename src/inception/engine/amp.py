@@ -16,6 +16,8 @@ import contextlib
 
 import torch
 
+from .. import accel
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -82,6 +84,7 @@ class Precision:
                  guard: bool = False) -> None:
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
+        accel.check_precision(device, precision)
         self.precision = precision
         self.device = device
         self.dtype = DTYPES.get(precision)
@@ -90,10 +93,10 @@ class Precision:
             self.scaler = StaticLossScaler(loss_scale) if loss_scale else torch.amp.GradScaler(device.type)
         elif guard:
             # fp32/bf16: a scale of exactly 1 (so the arithmetic is unchanged) that still finds
-            # non-finite gradients and skips that step. On CUDA GradScaler hands the check to
-            # the fused optimizer (no host sync); elsewhere one sync per step is cheap.
+            # non-finite gradients and skips that step. With a fused optimizer (CUDA) GradScaler
+            # hands the check to it (no host sync); elsewhere one sync per step is cheap.
             self.scaler = (torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
-                           if device.type == "cuda" else StaticLossScaler(1.0))
+                           if accel.fused_optimizer(device) else StaticLossScaler(1.0))
 
     def autocast(self):
         if self.dtype is None:

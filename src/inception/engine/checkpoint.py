@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .. import __version__, accel
 from ..config import Config, apply, set_key, validate
 from ..errors import CheckpointError, UserError
 from ..models.pretrained import CHECKPOINT_FORMAT
@@ -174,14 +174,14 @@ class CheckpointManager:
 # What a training checkpoint holds, and resuming from one
 
 def rng_state() -> dict:
-    """Python, NumPy, torch CPU (and CUDA) RNG states, in types ``weights_only`` loads."""
+    """Python, NumPy, torch CPU RNG states, and those of the accelerators in use (under their
+    device type: ``"cuda"``, ``"npu"``...), in types ``weights_only`` loads."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": random.getstate(),
              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached": float(cached)},
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    state.update(accel.rng_states())
     return state
 
 
@@ -192,8 +192,7 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    accel.set_rng_states({k: v for k, v in state.items() if k not in ("python", "numpy", "torch")})
 
 
 def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, epoch: int, epoch_step: int,

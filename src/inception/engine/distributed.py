@@ -16,6 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .. import accel
 from ..errors import UserError
 
 
@@ -44,16 +45,17 @@ def env_info() -> DistInfo:
 
 
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo otherwise) and pick
-    this process's device (``cuda:LOCAL_RANK`` on GPUs)."""
+    """Join the process group torchrun describes (NCCL on CUDA, HCCL on Ascend NPUs, gloo on
+    CPUs: :func:`~inception.accel.dist_backend`) and pick this process's device
+    (``cuda:LOCAL_RANK``, ``npu:LOCAL_RANK`` on accelerators)."""
     info = env_info()
     if not info.enabled:
         return info, device
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
+    if accel.is_discrete(device):
+        device = torch.device(device.type, info.local_rank)
+        accel.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = accel.dist_backend(device)
         kwargs: dict = {}
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
             # Under torchrun the agent hosts the store and outlives restarts. Keys of each attempt
@@ -65,8 +67,16 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
             kwargs = {"store": dist.PrefixStore(f"inception/attempt_{attempt}", base), "rank": info.rank,
                       "world_size": info.world_size}
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30),
-                                device_id=device if device.type == "cuda" else None, **kwargs)
+                                device_id=device if backend != "gloo" else None, **kwargs)
     return info, device
+
+
+def check_sync_bn(device: torch.device) -> None:
+    """``train.sync_bn`` needs accelerators with devices of their own (PyTorch's SyncBatchNorm
+    runs on CUDA, NPUs, XPUs...)."""
+    if not accel.is_discrete(device):
+        raise UserError("train.sync_bn needs CUDA or NPU devices (PyTorch synchronises BatchNorm only on "
+                        "accelerators); set train.sync_bn: false on CPU")
 
 
 def cleanup() -> None:

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..accel import resolve_device
 from ..config import Config, apply
 from ..data import build_eval_loader
 from ..models import apply_weights, create_model, eval_weights
 from ..report import write_eval_report
-from ..utils import atomic_write_text, resolve_device
+from ..utils import atomic_write_text
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .distributed import all_reduce_sum
 from .metrics import topk_correct

@@ -25,12 +25,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .. import accel
+from ..accel import resolve_device
 from ..config import Config
 from ..data import build_datasets, build_loaders
 from ..errors import UserError
 from ..models import AuxOutputs, apply_weights, create_model, read_weights, weights_data_config
 from ..runs import check_writable, new_run_dir, write_status
-from ..utils import resolve_device, seed_everything
+from ..utils import seed_everything
 from . import distributed as dist_utils
 from . import ema as ema_utils
 from .amp import Precision
@@ -115,11 +117,8 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)            # the same on every rank: identical initial weights
-    cuda = device.type == "cuda"
-    channels_last = cuda if cfg.train.channels_last is None else cfg.train.channels_last
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    channels_last = accel.channels_last_default(device) if cfg.train.channels_last is None else cfg.train.channels_last
+    accel.tune_for_speed(device)
     resume, ckpt, auto = find_resume(resume, run_dir, auto_resume=auto_resume, arch=cfg.model.name,
                                      explicit_dir=bool(cfg.train.output_dir))
 
@@ -152,15 +151,14 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     if ckpt is not None:
         apply_weights(model, ckpt["model"], ckpt, path=resume)
     if cfg.train.sync_bn and info.enabled:
-        if not cuda:
-            raise UserError("train.sync_bn needs CUDA devices (PyTorch synchronises BatchNorm only on GPUs); "
-                            "set train.sync_bn: false on CPU")
+        dist_utils.check_sync_bn(device)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     ema = ema_utils.ModelEma(model, cfg.train.ema_decay, warmup=cfg.train.ema_warmup) if cfg.train.ema_decay else None
     optimizer = build_optimizer(model, cfg.optim, device, backbone_lr_scale=cfg.model.backbone_lr_scale)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs)
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if info.enabled else model
+    device_ids = [device.index] if accel.is_discrete(device) else None
+    wrapped = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
     state = TrainState(
         cfg=cfg, info=info, device=device, run_dir=run_dir, model=torch.compile(wrapped) if cfg.train.compile
         else wrapped, raw_model=model, optimizer=optimizer, scheduler=scheduler,

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from .. import accel
 from ..config import OptimCfg, ScheduleCfg
 from ..errors import UserError
 from .finetune import is_head
@@ -100,7 +101,7 @@ def build_optimizer(model: nn.Module, cfg: OptimCfg, device: torch.device | None
         raise UserError("no parameter is left to train (every one is frozen); drop model.freeze_backbone or "
                         "give the model a classifier")
     # One fused kernel for the whole update on CUDA; foreach (batched) kernels elsewhere.
-    fast = {"fused": True} if device is not None and device.type == "cuda" else {"foreach": True}
+    fast = {"fused": True} if accel.fused_optimizer(device) else {"foreach": True}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                **fast)
