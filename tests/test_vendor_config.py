@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from inception.cli import main
-from inception.config import Config, load_config
+from inception.config import Config, apply, load_config
 from inception.engine.optim import lr_factor_fn
 from inception.errors import UserError
 from inception.vendor_config import MODELS, _leaves, convert_file, detect, read_documents, translate
@@ -191,7 +191,8 @@ def test_mindspore_schedules_precision_and_paths(tmp_path):
                    "loss_scale": 1024, "is_dynamic_loss_scale": 1, "use_label_smooth": False,
                    "label_smooth_factor": 0.1}, "x.yaml")
     r = t.recipe
-    assert (r["schedule"]["name"], r["schedule"]["eta_min"], r["train"]["loss_scale"]) == ("cosine", 0.001, None)
+    assert (r["schedule"]["name"], r["schedule"]["eta_min"], r["train"]["loss_scale"]) == ("cosine", 0.001, 1024)
+    assert r["train"]["dynamic_loss_scale"] is True
     assert r["train"]["label_smoothing"] == 0.0
     assert any(k == "T_max" and why.startswith("approximated:") for k, _, why in t.untranslated)
     assert any(k == "lr_scheduler" and text.startswith("approximated:") for k, text in t.notes)
@@ -227,7 +228,8 @@ def test_paddle_piecewise_step_amp_and_ema():
     tree["AMP"] = {"scale_loss": 128.0, "use_dynamic_loss_scaling": True, "level": "O1"}
     r = translate(tree, "InceptionV4.yaml").recipe
     assert (r["schedule"]["name"], r["schedule"]["milestones"], r["train"]["loss_scale"]) == (
-        "step", [30, 60, 90, 120, 150, 180], None)
+        "step", [30, 60, 90, 120, 150, 180], 128.0)
+    assert r["train"]["dynamic_loss_scale"] is True                # dynamic, from 128 as Paddle's
 
 
 @pytest.mark.parametrize("change,message", [
@@ -274,3 +276,19 @@ def test_non_vendor_files(tmp_path):
     assert len(read_documents(MS_GOOGLENET)) == 3
     with pytest.raises(UserError, match="unknown config key 'foo'"):   # not a vendor file: our own checks
         load_config(_write(tmp_path, {"foo": 1}, "other.yaml"))
+
+
+def test_googlenet_v1_recipe_is_paddleclas_googlenet_with_amp():
+    """configs/googlenet_v1_paddleclas.yaml = PaddleClas's GoogLeNet.yaml + AMP O1, scale 128, dynamic."""
+    tree = _tree(PD_GOOGLENET)
+    tree["AMP"] = {"scale_loss": 128.0, "use_dynamic_loss_scaling": True, "level": "O1"}
+    theirs = Config()
+    apply(theirs, translate(tree, "GoogLeNet.yaml").recipe, "")
+    ours = load_config(Path(__file__).resolve().parents[1] / "configs" / "googlenet_v1_paddleclas.yaml",
+                       {"data.data_dir": "x"})
+    for section, keys in {"model": ("name", "options", "aux_weight"), "optim": ("name", "lr", "momentum",
+                          "weight_decay", "no_decay_bn_bias"), "schedule": ("name", "warmup_epochs", "warmup_start"),
+                          "train": ("epochs", "batch_size", "precision", "loss_scale", "dynamic_loss_scale")}.items():
+        for key in keys:
+            assert getattr(getattr(ours, section), key) == getattr(getattr(theirs, section), key), f"{section}.{key}"
+    assert ours.data.image_size == theirs.data.image_size == 224

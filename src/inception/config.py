@@ -160,7 +160,11 @@ class TrainCfg:
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = _f(
         "fp32", "fp32; bf16 or fp16 autocast (BatchNorm and the loss stay fp32)")
-    loss_scale: float | None = _f(None, "fp16: a static loss scale (the seeds' 1024); default: dynamic scaling", gt=0)
+    loss_scale: float | None = _f(None, "fp16: a static loss scale (the seeds' 1024), or with train.dynamic_loss_scale "
+                                        "the dynamic scale's start; default: dynamic scaling from 65536", gt=0)
+    dynamic_loss_scale: bool = _f(False, "fp16: scale dynamically (halved on overflow, doubled after 2000 good "
+                                         "steps) from train.loss_scale, as PaddleClas's use_dynamic_loss_scaling "
+                                         "and MindSpore's is_dynamic_loss_scale do")
     channels_last: bool | None = _f(None, "NHWC memory format; default: on for CUDA")
     compile: bool = _f(False, "torch.compile the model")
     sync_bn: bool = _f(False, "distributed: synchronise BatchNorm statistics across processes")
@@ -219,6 +223,7 @@ APPLIES_WHEN: dict[str, tuple[str, tuple]] = {
     "schedule.final_div_factor": ("schedule.name", ("onecycle",)),
     "schedule.flat_fraction": ("schedule.name", ("flat_cosine",)),
     "train.loss_scale": ("train.precision", ("fp16",)),
+    "train.dynamic_loss_scale": ("train.precision", ("fp16",)),
 }
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}

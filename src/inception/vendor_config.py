@@ -367,14 +367,11 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
     if "loss_scale" in d:
         if precision.get(level) != "fp16":
             b.skip("loss_scale", d["loss_scale"], "loss scaling only matters in fp16; this recipe trains in fp32")
-        elif dynamic:
-            b.skip("loss_scale", d["loss_scale"], "is_dynamic_loss_scale is on: ours scales dynamically, starting "
-                                                  "at 65536 (torch's GradScaler)")
         else:
             b.set("loss_scale", d["loss_scale"], "train.loss_scale", d["loss_scale"])
     if "is_dynamic_loss_scale" in d:
         if dynamic and precision.get(level) == "fp16":
-            b.set("is_dynamic_loss_scale", d["is_dynamic_loss_scale"], "train.loss_scale", None)
+            b.set("is_dynamic_loss_scale", d["is_dynamic_loss_scale"], "train.dynamic_loss_scale", True)
         else:
             b.skip("is_dynamic_loss_scale", d["is_dynamic_loss_scale"],
                    "off: loss_scale is static" if not dynamic else "loss scaling only matters in fp16")
@@ -524,14 +521,14 @@ def _paddleclas(b: _Builder, d: dict, hint: str | None) -> None:
             b.note("AMP.level", "approximated: O2 keeps fp16 weights; ours autocasts with fp32 weights and BatchNorm")
         dynamic = _bool(amp.get("use_dynamic_loss_scaling", False))
         if "scale_loss" in amp:
-            if on and not dynamic:
+            if on:
                 b.set("AMP.scale_loss", amp["scale_loss"], "train.loss_scale", amp["scale_loss"])
             else:
-                b.skip("AMP.scale_loss", amp["scale_loss"], "AMP is off" if not on else
-                       "dynamic scaling here starts at 65536 (torch's GradScaler), not at this value")
+                b.skip("AMP.scale_loss", amp["scale_loss"], "AMP is off")
         if "use_dynamic_loss_scaling" in amp:
             if on and dynamic:
-                b.set("AMP.use_dynamic_loss_scaling", amp["use_dynamic_loss_scaling"], "train.loss_scale", None)
+                b.set("AMP.use_dynamic_loss_scaling", amp["use_dynamic_loss_scaling"], "train.dynamic_loss_scale",
+                      True)
             else:
                 b.skip("AMP.use_dynamic_loss_scaling", amp["use_dynamic_loss_scaling"],
                        "AMP is off" if not on else "off: AMP.scale_loss is the static scale")

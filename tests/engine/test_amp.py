@@ -91,3 +91,16 @@ def test_mixed_precision_training_on_cpu_keeps_fp32_weights_and_bn(tmp_path, pre
     assert result.last_metrics["val_count"] == 6 and len(result.losses) == 3
     if precision == "fp16":
         assert ckpt["scaler"]["scale"] == 128.0
+
+
+def test_dynamic_scale_starts_at_loss_scale():
+    """PaddleClas's AMP (scale_loss 128, use_dynamic_loss_scaling): dynamic from 128."""
+    model, opt = _params_and_opt()
+    prec = Precision("fp16", torch.device("cpu"), loss_scale=128, dynamic=True)
+    assert isinstance(prec.scaler, torch.amp.GradScaler) and prec.scaler.get_scale() == 128
+    opt.zero_grad()
+    prec.backward(model(torch.randn(8, 4)).sum() * float("inf"))
+    prec.step(opt, model.parameters(), grad_clip=None)
+    assert prec.scaler.get_scale() == 64                          # halved on overflow
+    assert Precision("fp16", torch.device("cpu")).scaler.get_scale() == 2.0**16
+    assert isinstance(Precision("fp16", torch.device("cpu"), loss_scale=128).scaler, StaticLossScaler)

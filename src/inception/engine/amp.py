@@ -81,7 +81,7 @@ class Precision:
     ``guard=True`` (the trainer) also skips fp32/bf16 steps whose gradients are not finite."""
 
     def __init__(self, precision: str, device: torch.device, loss_scale: float | None = None, *,
-                 guard: bool = False) -> None:
+                 dynamic: bool = False, guard: bool = False) -> None:
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
         accel.check_precision(device, precision)
@@ -90,7 +90,10 @@ class Precision:
         self.dtype = DTYPES.get(precision)
         self.scaler: torch.amp.GradScaler | StaticLossScaler | None = None
         if precision == "fp16":
-            self.scaler = StaticLossScaler(loss_scale) if loss_scale else torch.amp.GradScaler(device.type)
+            if loss_scale and not dynamic:
+                self.scaler = StaticLossScaler(loss_scale)
+            else:
+                self.scaler = torch.amp.GradScaler(device.type, init_scale=loss_scale or 2.0**16)
         elif guard:
             # fp32/bf16: a scale of exactly 1 (so the arithmetic is unchanged) that still finds
             # non-finite gradients and skips that step. With a fused optimizer (CUDA) GradScaler

@@ -162,7 +162,8 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     state = TrainState(
         cfg=cfg, info=info, device=device, run_dir=run_dir, model=torch.compile(wrapped) if cfg.train.compile
         else wrapped, raw_model=model, optimizer=optimizer, scheduler=scheduler,
-        precision=Precision(cfg.train.precision, device, cfg.train.loss_scale, guard=True),
+        precision=Precision(cfg.train.precision, device, cfg.train.loss_scale, dynamic=cfg.train.dynamic_loss_scale,
+                            guard=True),
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), train_loader=train_loader,
         val_loader=val_loader, class_names=class_names, stop=stop, deadline=deadline, ema=ema,
         progress=(sys.stderr.isatty() if progress is None else progress) and info.is_main)
