@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .googlenet import GoogLeNet
 from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, DataConfig, InceptionBase
 
 #: How :func:`init_paddleclas` starts the weights (for ``inception models googlenet_v1``).
@@ -116,11 +117,8 @@ class GoogLeNetV1(InceptionBase):
         self.fc = self._make_classifier(num_classes)
         init_paddleclas(self)
 
-    def _reset_aux_classifiers(self, num_classes: int) -> None:
-        for aux in (self.aux1, self.aux2):
-            if aux is not None:
-                device = aux.fc1.weight.device
-                aux.fc2 = (nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()).to(device)
+    # the same two heads ending in fc2 (1024 -> classes) as the BatchNorm GoogLeNet's
+    _reset_aux_classifiers = GoogLeNet._reset_aux_classifiers
 
     def features_with_aux_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(features, inception4a output, inception4d output)``: the trunk and the two
