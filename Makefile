@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-slow test-all gpu-report clean
+.PHONY: install demo lint test test-slow test-all test-interop gpu-report clean
 
 install: $(STAMP)
 
@@ -35,10 +35,30 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m 'not gpu'
 
+# Proof against the real frameworks: MindSpore and PaddleClas build each vendor model with random weights,
+# save it with their own save functions, and tests/interop checks that `inception` reads the files to the
+# same logits. A separate environment (about 9 GB with torch), so the main .venv stays light. PaddleClas
+# goes in without its dependencies (opencv, faiss, visualdl, a numpy pin...): the tests import only its
+# backbone files, which need paddle and requests. MindSpore and Paddle need numpy < 2.
+VENV_INTEROP   ?= .venv-interop
+PY_INTEROP     := $(VENV_INTEROP)/bin/python
+STAMP_INTEROP  := $(VENV_INTEROP)/.installed
+
+$(STAMP_INTEROP): pyproject.toml constraints.txt
+	test -x $(PY_INTEROP) || $(PYTHON) -m venv $(VENV_INTEROP)
+	$(PY_INTEROP) -m pip install --quiet --upgrade pip
+	$(PY_INTEROP) -m pip install --quiet -c constraints.txt -e . mindspore==2.10.0 paddlepaddle==3.3.1 \
+		'numpy<2' requests pytest
+	$(PY_INTEROP) -m pip install --quiet --no-deps paddleclas==2.6.0
+	touch $(STAMP_INTEROP)
+
+test-interop: $(STAMP_INTEROP)
+	INCEPTION_INTEROP=1 $(PY_INTEROP) -m pytest -q tests/interop -p no:cacheprovider
+
 # Every GPU figure the README promises, as one Markdown table (under 30 minutes on one GPU; without CUDA, a
 # tiny CPU smoke version of the same steps). Reads ../shared/data, or pass ARGS="--data DIR --cifar PATH".
 gpu-report: $(STAMP)
 	$(VENV)/bin/inception bench gpu-report --output gpu-report.md $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_INTEROP) build *.egg-info src/*.egg-info .pytest_cache

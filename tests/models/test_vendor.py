@@ -90,6 +90,8 @@ def test_mindspore_googlenet_roundtrip(tmp_path, fmt):
     raw = vendor_names(model, V._mindspore_googlenet)
     assert "block3a.b2.1.bn.moving_variance" in raw and "classifier.weight" in raw
     raw["moments.conv1.conv.weight"] = torch.zeros(1)        # optimizer state saved beside the weights
+    raw["mean_square.block3a.b1.conv.weight"] = torch.zeros(1)   # RMSProp's slots (the zoo's InceptionV4 recipe)
+    raw["moment.classifier.bias"] = torch.zeros(1)
     raw["global_step"] = torch.tensor([100], dtype=torch.int32)
     path = tmp_path / f"googlenet.{fmt}"
     if fmt == "ckpt":
@@ -152,6 +154,32 @@ def test_paddle_roundtrip(tmp_path, arch, build, options):
     assert result.source == "paddle"
     x = torch.randn(1, 3, 75, 75)
     torch.testing.assert_close(other(x), model(x))      # float32 tolerances: the dropout factor is folded back
+
+
+def test_bfloat16_weights(tmp_path):
+    """A bf16 network's file, as the frameworks write it (seen in make test-interop): MindSpore
+    stores BFloat16 records, Paddle uint16 arrays of the bit patterns; both read as bfloat16,
+    and the Paddle classifiers' dropout factor is applied in float32, not rounded to bf16."""
+    w = torch.randn(4, 3).bfloat16()
+    bits = w.view(torch.int16).numpy().view(np.uint16)
+    msg = V._mindspore_message()()
+    value = msg.value.add()
+    value.tag = "w"
+    value.tensor.dims.extend([4, 3])
+    value.tensor.tensor_type = "BFloat16"
+    value.tensor.tensor_content = bits.tobytes()
+    (tmp_path / "w.ckpt").write_bytes(msg.SerializeToString())
+    got = V.read_mindspore_ckpt(tmp_path / "w.ckpt")["w"]
+    assert got.dtype == torch.bfloat16 and torch.equal(got, w)
+
+    raw = {k: v.bfloat16() for k, v in vendor_names(create_model("googlenet_v1", num_classes=3),
+                                                     V._paddle_googlenet).items()}
+    write_pdparams({k: v.view(torch.int16).numpy().view(np.uint16) for k, v in raw.items()}, tmp_path / "g.pdparams")
+    assert torch.equal(V.read_pdparams(tmp_path / "g.pdparams")["_fc_out.weight"], raw["_fc_out.weight"])
+    sd = V.read_vendor(tmp_path / "g.pdparams").state_dict
+    assert sd["fc.weight"].dtype == torch.float32
+    torch.testing.assert_close(sd["fc.weight"], raw["_fc_out.weight"].float().t() * 0.6, rtol=0, atol=0)
+    load_pretrained(create_model("googlenet_v1", num_classes=3), tmp_path / "g.pdparams")
 
 
 def test_paddle_v4_needs_its_variant(tmp_path):

@@ -8,6 +8,9 @@
 * Paddle / PaddleClas ``.pdparams``: a pickle of a dict of numpy arrays, read by an
   unpickler that resolves only numpy's array reconstruction (and plain containers): any
   other global in the file, e.g. one that would run code, is refused before it is looked up.
+* bfloat16 weights (a model trained or cast in bf16): MindSpore writes them as ``BFloat16``
+  records, Paddle as ``uint16`` arrays of the bf16 bit patterns (numpy has no bfloat16);
+  both are read as ``torch.bfloat16`` (exact in a float32 model).
 
 The layouts of four models are recognised from their names and renamed to ours:
 
@@ -26,9 +29,12 @@ PaddleClas InceptionV4      ``inception_v4`` with ``variant="paddleclas"``;
                             ``_batch_norm.weight/bias/_mean/_variance``
 ==========================  ===============================================================
 
-Optimizer and training state that MindSpore stores beside the weights (``moments.*``,
-``learning_rate``, ``global_step``...) and Paddle's ``StructuredToParameterName@@`` table
-are skipped; any other name left over is an error that lists it.
+Optimizer and training state that MindSpore stores beside the weights and Paddle's
+``StructuredToParameterName@@`` table are skipped: the optimizers' per-parameter slots, named
+``<slot>.<parameter>`` (Momentum's ``moments.*``, RMSProp's ``mean_square.*`` and ``moment.*``
+as the zoo's InceptionV4 recipe writes them, Adam's ``adam_m.*``...), and the scalars
+(``learning_rate``, ``global_step``, ``epoch_num``...). Any other name left over is an error
+that lists it.
 """
 
 from __future__ import annotations
@@ -53,7 +59,13 @@ _MS_DTYPES = {
     "UInt8": np.uint8, "UInt16": np.uint16, "UInt32": np.uint32, "UInt64": np.uint64,
     "Bool": np.bool_,
 }
+_BF16 = "BFloat16"                      # no numpy dtype: read as 16-bit patterns, viewed as torch.bfloat16
 _checkpoint_class = None
+
+
+def _bf16(bits: np.ndarray) -> Tensor:
+    """bfloat16 values from their 16-bit patterns (any 16-bit integer array)."""
+    return torch.from_numpy(np.ascontiguousarray(bits).view(np.int16).copy()).view(torch.bfloat16)
 
 
 def _mindspore_message():
@@ -106,15 +118,16 @@ def read_mindspore_ckpt(path: str | Path) -> dict[str, Tensor]:
     out = {}
     for tag, pieces in parts.items():
         kind, dims = pieces[0][0], pieces[0][1]
-        if kind not in _MS_DTYPES:
-            continue                     # strings and other non-numeric entries
+        if kind not in _MS_DTYPES and kind != _BF16:
+            continue                     # strings ("str") and other non-numeric entries
         data = b"".join(p[2] for p in pieces)
-        array = np.frombuffer(data, dtype=_MS_DTYPES[kind])
+        array = np.frombuffer(data, dtype=np.uint16 if kind == _BF16 else _MS_DTYPES[kind])
         count = int(np.prod(dims)) if dims else 1
         if array.size != count:
             raise CheckpointError(f"'{path}': tensor '{tag}' has {array.size} values for shape {dims} "
                                   "(a truncated or damaged checkpoint)")
-        out[tag] = torch.from_numpy(array.reshape(dims).copy())
+        array = array.reshape(dims)
+        out[tag] = _bf16(array) if kind == _BF16 else torch.from_numpy(array.copy())
     return out
 
 
@@ -157,7 +170,9 @@ def read_pdparams(path: str | Path) -> dict[str, Tensor]:
     for key, value in obj.items():
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):
             value = value[1]                      # paddle.save's (name, array) reduction of a Tensor
-        if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+        if isinstance(value, np.ndarray) and value.dtype == np.uint16:
+            out[str(key)] = _bf16(value)          # Paddle's bfloat16 (its only uint16 arrays)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
             out[str(key)] = torch.from_numpy(np.ascontiguousarray(value).copy())
     if not out:
         raise CheckpointError(f"'{path}' holds no arrays; is it a Paddle state dict (.pdparams)?")
@@ -184,6 +199,7 @@ class VendorWeights:
 
 _BN_MS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 _BN_PADDLE = {"weight": "weight", "bias": "bias", "_mean": "running_mean", "_variance": "running_var"}
+# Besides any "<slot>.<one of the model's parameters>" (an optimizer's per-parameter state):
 _MS_TRAINING_STATE = ("moments.", "accum.", "adam_m.", "adam_v.", "momentum_", "global_step", "learning_rate",
                       "momentum", "scale_sense", "current_iterator_step", "last_overflow_iterator_step",
                       "epoch_num", "step_num", "loss_scale", "beta1_power", "beta2_power")
@@ -376,15 +392,15 @@ def to_ours(raw: dict[str, Tensor], path: str | Path) -> VendorWeights:
     skipped, unknown = [], []
     for name, value in raw.items():
         if name not in mapper.names:
-            if source == "paddle" and name.endswith("@@") or source == "mindspore" and name.startswith(
-                    _MS_TRAINING_STATE):
+            if source == "paddle" and name.endswith("@@") or source == "mindspore" and (
+                    name.startswith(_MS_TRAINING_STATE) or name.partition(".")[2] in mapper.names):
                 skipped.append(name)
             else:
                 unknown.append(name)
             continue
         dst, how = mapper.names[name]
-        if how.startswith("transpose"):
-            value = value.t() * float(how.split("*")[1])
+        if how.startswith("transpose"):          # scaled in float32: a bf16/fp16 product would round again
+            value = value.float().t() * float(how.split("*")[1])
         if dst.startswith("head:"):
             head[dst] = value
         else:
