@@ -185,6 +185,10 @@ class ServerProcess:
         """Send ``sig`` and wait for the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for the process to exit (after a signal sent elsewhere); its exit status."""
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
