@@ -160,6 +160,11 @@ def test_bad_image_reasons_name_the_problem(client, served):
     assert "truncated" in r.json()["error"] and "send the whole file" in r.json()["error"]
     r = client.post("/v1/classify", content=png_header_only(10_000, 10_000), headers={"content-type": "image/png"})
     assert "10000x10000 = 100,000,000 pixels" in r.json()["error"]
+    r = client.post("/v1/classify", content=b"hello", headers={"content-type": "image/jpeg"})
+    assert r.json()["error"] == ("'body' is not an image this server can read (cannot identify image file); send a "
+                                 "JPEG, PNG, WebP, BMP, GIF or TIFF file")
+    r = client.post("/v1/classify", content=b"hello", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert "add -H 'Content-Type: image/jpeg'" in r.json()["error"]
 
 
 def test_upload_limits(served, onnx_predictor):

@@ -395,9 +395,11 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
         elif media in RAW_TYPES or media.startswith("image/"):
             files = [("body", await service.read_body(request))]
         else:
+            hint = (" (curl --data-binary sends this type unless told otherwise: add -H 'Content-Type: image/jpeg')"
+                    if media == "application/x-www-form-urlencoded" else "")
             raise ServeError("unsupported_media_type", f"content type '{media}' is not read here; send the image "
                                                        "as the body (image/*, application/octet-stream) or as "
-                                                       "multipart/form-data file fields")
+                                                       f"multipart/form-data file fields{hint}")
         if len(files) > service.max_images:
             raise ServeError("too_many_images", f"{len(files)} images in one request; this server takes at most "
                                                 f"{service.max_images}")

@@ -10,6 +10,7 @@ so a file gives the same tensor through the server as through ``infer``.
 from __future__ import annotations
 
 import io
+import re
 import time
 import warnings
 
@@ -24,7 +25,7 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # PIL's own warning 
 
 
 def _reason(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e)).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
 
 
@@ -61,7 +62,7 @@ class ImageDecoder:
         try:
             image = load_image(io.BytesIO(data), name=name)
         except ImageReadError as e:
-            text = str(e).split("; replace or delete")[0]
+            text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e).split("; replace or delete")[0])
             truncated = "truncat" in text.lower() or "broken data stream" in text
             raise ServeError("truncated_image" if truncated else "not_an_image",
                              text + ("; send the whole file" if truncated else "")) from None
