@@ -37,7 +37,9 @@ def test_serve_passes_its_options_to_the_library(monkeypatch, served, capsys):
 
 def test_serve_user_errors_are_one_line(tmp_path, served, capsys):
     cases = [(["--model", str(tmp_path / "missing.onnx")], "does not exist"),
-             (["--model", str(served["onnx"]), "--max-batch", "0"], "max_batch must be >= 1"),
+             (["--model", str(served["onnx"]), "--max-batch", "0"], "max_batch (--max-batch) must be >= 1"),
+             (["--model", str(served["onnx"]), "--workers", "0"], "workers (--workers) must be >= 1 (got 0)"),
+             (["--model", str(served["onnx"]), "--max-upload-mb", "0"], "must be > 0"),
              (["--model", str(served["onnx"]), "--runtime", "torch"], "--runtime onnxruntime")]
     for argv, text in cases:
         assert main(["serve", *argv]) == 2

@@ -288,13 +288,15 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     image; ``max_queue``: images waiting before new ones are refused (503). ``name``: the
     model's name in the v2 URLs (default: the file name without suffixes).
     """
-    for label, value, low in (("max_batch", max_batch, 1), ("max_images", max_images, 1), ("max_queue", max_queue, 1),
-                              ("workers", workers or 1, 1), ("threads", threads or 1, 1)):
-        if value < low:
+    limits = [("max_batch (--max-batch)", max_batch, 1), ("max_images (--max-images)", max_images, 1),
+              ("workers (--workers)", workers, 1), ("threads (--threads)", threads, 1),
+              ("max_wait_ms (--max-wait-ms)", max_wait_ms, 0), ("max_queue", max_queue, 1),
+              ("max_pixels (--max-megapixels x 1e6)", max_pixels, 1)]
+    for label, value, low in limits:
+        if value is not None and value < low:
             raise UserError(f"{label} must be >= {low} (got {value})")
-    if max_wait_ms < 0 or max_upload_mb <= 0 or max_pixels < 1:
-        raise UserError(f"max_wait_ms must be >= 0, max_upload_mb and max_pixels > 0 (got {max_wait_ms}, "
-                        f"{max_upload_mb}, {max_pixels})")
+    if max_upload_mb <= 0:
+        raise UserError(f"max_upload_mb (--max-upload-mb) must be > 0 (got {max_upload_mb})")
     predictor = model if isinstance(model, Predictor) else load_predictor(model, runtime=runtime, device=device,
                                                                          threads=threads)
     try:

@@ -9,6 +9,7 @@ with no script and no external asset. The machine-readable document stays at
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -26,6 +27,11 @@ td,th{border-bottom:1px solid #e5e8ec;padding:3px 10px 3px 0;text-align:left;ver
 """
 
 
+def _text(markdown: str) -> str:
+    """Escaped text with its `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
+
+
 def _schema_text(schema: dict) -> str:
     return escape(json.dumps(schema, indent=1)[:4000])
 
@@ -37,20 +43,20 @@ def render_docs(spec: dict) -> str:
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(info.get('title', 'API'))} "
              f"&ndash; API</title><link rel=icon href='data:,'><style>{STYLE}</style></head><body><main>",
              f"<h1>{escape(info.get('title', 'API'))} <small>{escape(str(info.get('version', '')))}</small></h1>",
-             f"<p>{escape(info.get('description', ''))}</p>",
+             f"<p>{_text(info.get('description', ''))}</p>",
              "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. The web page: <a href='/'>/</a>.</p>"]
     for path, item in spec.get("paths", {}).items():
         for method in METHODS:
             op = item.get(method)
             if op is None:
                 continue
-            locked = " <span class=lock>&#128274; bearer token</span>" if op.get("security") else ""
+            locked = " <span class=lock>needs the bearer token</span>" if op.get("security") else ""
             parts.append(f"<section class=op id='{escape(method + path)}'><div><span class='m {method}'>"
                          f"{method.upper()}</span><code>{escape(path)}</code>{locked}</div>")
             if op.get("summary"):
                 parts.append(f"<p><b>{escape(op['summary'])}</b></p>")
             if op.get("description"):
-                parts.append(f"<p>{escape(op['description'])}</p>")
+                parts.append(f"<p>{_text(op['description'])}</p>")
             params = op.get("parameters") or []
             if params:
                 parts.append("<table><tr><th>parameter</th><th>in</th><th>type</th><th>description</th></tr>")
