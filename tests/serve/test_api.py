@@ -400,7 +400,7 @@ def test_concurrent_requests_are_batched(served, onnx_predictor, max_batch, expe
     """8 requests at once with a long max wait: batches of max_batch, run as soon as full
     (not after the wait); max_batch=1: one model call each."""
     model = RecordingPredictor(onnx_predictor)
-    app = create_app(model, max_batch=max_batch, max_wait_ms=3000)
+    app = create_app(model, max_batch=max_batch, max_wait_ms=10_000)
     model.start()
     paths, requests = _requests(served, 8)
     start = time.perf_counter()
@@ -408,7 +408,7 @@ def test_concurrent_requests_are_batched(served, onnx_predictor, max_batch, expe
     elapsed = time.perf_counter() - start
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     assert model.calls == expected
-    assert elapsed < 3.0, f"full batches must not wait for max_wait_ms ({elapsed:.1f} s)"
+    assert elapsed < 8.0, f"full batches must not wait for max_wait_ms ({elapsed:.1f} s)"
     assert {r.json()["timing_ms"]["batch_size"] for r in responses} == {max_batch}
     # each answer is its own image's, whatever batch it rode in
     alone = RecordingPredictor(onnx_predictor)
@@ -427,7 +427,7 @@ def test_a_partial_batch_runs_after_max_wait(served, onnx_predictor):
     assert [r.status_code for r in responses] == [200] * 3
     assert model.calls == [3]
     assert elapsed >= 0.4
-    assert min(r.json()["timing_ms"]["queue"] for r in responses) >= 350
+    assert max(r.json()["timing_ms"]["queue"] for r in responses) >= 399    # the first waited the whole 400 ms
 
 
 # ------------------------------------------------------------------------------------ pages
