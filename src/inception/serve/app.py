@@ -89,7 +89,6 @@ class Service:
         self.max_images = max_images
         self.api_key = api_key
         self.ready = False
-        self.started = time.time()
         self.answered = 0            # inference requests answered (any status)
         self.images = 0              # images answered
 
@@ -144,8 +143,8 @@ class Service:
             raise self._too_large(int(length))
 
     def _too_large(self, n: int) -> ServeError:
-        return ServeError("too_large", f"the request body is over {n / 2**20:.1f} MB; the server takes at most "
-                                       f"{self.max_upload_mb:g} MB (--max-upload-mb)")
+        return ServeError("too_large", f"the request body ({n:,} bytes at least) is over {self.max_upload_mb:g} MB, "
+                                       "the most this server takes (--max-upload-mb)")
 
     async def decode(self, files: list[tuple[str, bytes]]) -> tuple[list[np.ndarray], float]:
         """Decode and preprocess every file in the pool; the first failure is the answer."""
@@ -243,10 +242,6 @@ def default_name(path: str | Path) -> str:
     if name in ("best", "last") and path.parent.name == "checkpoints":   # RUN/checkpoints/best.pt -> RUN
         name = f"{path.parent.parent.name}-{name}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
-
-
-def _topk(value: int, num_classes: int) -> int:
-    return min(value, num_classes)
 
 
 CLASSIFY_BODY = {"required": True, "content": {
@@ -408,7 +403,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
         arrays, decode_s = await service.decode(files)
         logits, timing = await service.predict(arrays)
         probs = softmax(logits)
-        k = _topk(topk, service.num_classes)
+        k = min(topk, service.num_classes)      # as infer: capped at the number of classes
         order = np.argsort(-probs, axis=1)[:, :k]
         predictions = [{"filename": name, "topk": [{"class": service.classes[j], "index": int(j),
                                                     "prob": float(probs[row, j])} for j in order[row]]}
