@@ -352,6 +352,30 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+API_KEY_ENV = "INCEPTION_API_KEY"
+# What `inception serve` imports beyond the core dependencies (the `serve` extra and what it pulls in).
+SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "multipart", "python_multipart", "prometheus_client", "pydantic")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import run_server
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in SERVE_MODULES:
+            raise
+        raise UserError(f"inception serve needs the '{e.name}' package; install the serving extra: "
+                        "pip install 'inception[serve]'") from None
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    summary = run_server(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
+                         threads=args.threads, workers=args.workers, max_batch=args.max_batch,
+                         max_wait_ms=args.max_wait_ms, api_key=api_key, max_upload_mb=args.max_upload_mb,
+                         max_images=args.max_images, max_pixels=int(args.max_megapixels * 1e6), name=args.name,
+                         access_log=args.access_log, announce=lambda line: print(line, flush=True))
+    print(f"stopped: answered {summary.answered} inference requests ({summary.images} images) in "
+          f"{summary.seconds:.1f} s", flush=True)
+    return 0
+
+
 def cmd_bench_model(args: argparse.Namespace) -> int:
     from .bench import bench_data, bench_model, format_data, format_results, parse_model_options
     from .models import list_models
@@ -693,6 +717,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, help="without --output, print predictions when at most this many")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the accuracy figures to this JSON file")
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("serve", help="an HTTP inference server with dynamic batching, the OIP v2 API and a web page",
+                       formatter_class=fmt,
+                       description="Serve a model over HTTP: POST /v1/classify (images), the Open Inference "
+                                   "Protocol v2 under /v2 (tensors), GET /metrics (Prometheus), a web page at / and "
+                                   "the API reference at /docs. Concurrent requests are batched into one model call "
+                                   "(up to --max-batch images or --max-wait-ms). Preprocessing comes from the "
+                                   "model's metadata, exactly as in `inception infer`. SIGTERM or Ctrl-C: finish "
+                                   "the requests in flight, then exit. Needs the serve extra: "
+                                   "pip install 'inception[serve]'.")
+    p.add_argument("--model", required=True, metavar="FILE|RUN",
+                   help=".onnx (fp32 or int8), a checkpoint or run directory, .torchscript.pt, .pt2 or .safetensors")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface; then set an API key)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one, printed at start)")
+    p.add_argument("--runtime", choices=["auto", "onnxruntime", "torch"], default="auto",
+                   help="auto: ONNX Runtime for .onnx, PyTorch for the rest")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda (ONNX Runtime: also tensorrt; PyTorch: also cuda:N, mps, npu, npu:N)")
+    p.add_argument("--max-batch", type=int, default=32, help="most images per model call (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="longest wait for more images after the first of a batch")
+    p.add_argument("--workers", type=int, default=None,
+                   help="image decoding threads (default: min(4, usable cores))")
+    p.add_argument("--threads", type=int, default=None, help="the model's CPU threads (default: the usable cores)")
+    p.add_argument("--api-key", default=None,
+                   help=f"require 'Authorization: Bearer KEY' on every endpoint but health (default: ${API_KEY_ENV}; "
+                        "the variable keeps the key out of the process list)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (413 above it)")
+    p.add_argument("--max-images", type=int, default=64, help="most images in one request")
+    p.add_argument("--max-megapixels", type=float, default=89.5,
+                   help="largest decoded image (decompression bombs: 413 above it)")
+    p.add_argument("--name", default=None, help="the model's name in /v2/models/NAME (default: the file name)")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                   help="log one line per request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU), of the input pipeline and "
                                      "of inference runtimes; the GPU report",

@@ -1,0 +1,487 @@
+"""The HTTP app: :func:`create_app` builds a FastAPI app around one model.
+
+Endpoints (the README's "Serving" section has curl examples):
+
+* ``POST /v1/classify[?topk=K]``: one image as the body (``image/*`` or
+  ``application/octet-stream``), or any number of images as ``multipart/form-data`` file
+  fields; answers the top K classes and probabilities of each, the model's name and the
+  latency (with its decode / queue / model parts);
+* ``GET /v1/model``: the model's metadata (classes, input size, mean/std, source checkpoint
+  and its top-1) and the server's limits;
+* the Open Inference Protocol v2 (:mod:`.oip`): ``GET /v2``, ``GET /v2/health/live``,
+  ``GET /v2/health/ready``, ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``,
+  ``POST /v2/models/{name}/infer``;
+* ``GET /metrics``: Prometheus text (:mod:`.metrics`);
+* ``GET /``: the web page; ``GET /docs``: the API reference, rendered here from
+  ``/openapi.json`` (no CDN: FastAPI's own Swagger / ReDoc pages, which load their scripts
+  from the internet, are off).
+
+With an API key every endpoint but the health checks (``/v2/health/*``) and the static
+pages (``/``, ``/docs``, ``/openapi.json``, which carry no model data; the page asks for the
+key) needs ``Authorization: Bearer KEY``.
+
+Images are decoded and preprocessed in a thread pool (``workers`` threads) exactly as
+``inception infer`` does (:mod:`.images`), then batched into model calls (:mod:`.batcher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+
+from .. import __version__
+from ..errors import UserError
+from ..infer import Predictor, default_threads, load_predictor, softmax
+from . import oip
+from .batcher import Batcher
+from .docs import render_docs
+from .errors import ServeError
+from .images import DEFAULT_MAX_PIXELS, ImageDecoder
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+
+log = logging.getLogger("inception")
+
+STATIC = Path(__file__).resolve().parent / "static"
+RAW_TYPES = ("application/octet-stream", "")       # plus image/*
+INFER_ENDPOINTS = ("/v1/classify", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+PATH_FIELDS = ("source",)                          # metadata paths shown by their last parts only
+
+
+class Service:
+    """Everything the endpoints share: the model, its decoder, the batcher, the metrics."""
+
+    def __init__(self, predictor: Predictor, *, name: str, max_batch: int, max_wait_ms: float, workers: int,
+                 max_upload_mb: float, max_images: int, max_pixels: int, max_queue: int, api_key: str | None) -> None:
+        self.predictor = predictor
+        self.name = name
+        self.metadata = dict(predictor.metadata)
+        self.image_size = predictor.image_size
+        logits = predictor(np.zeros((1, 3, self.image_size, self.image_size), np.float32))   # warm-up, and a check
+        self.num_classes = int(logits.shape[-1])
+        classes = predictor.classes
+        self.classes = classes if len(classes) == self.num_classes else [str(i) for i in range(self.num_classes)]
+        self.input_name = self.metadata.get("input_name") or "input"
+        self.decoder = ImageDecoder(self.metadata, max_pixels=max_pixels)
+        self.metrics = Metrics()
+        self.batcher = Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                               metrics=self.metrics)
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="inception-decode")
+        self.max_upload = int(max_upload_mb * 2**20)
+        self.max_upload_mb = max_upload_mb
+        self.max_images = max_images
+        self.api_key = api_key
+        self.ready = False
+        self.answered = 0            # inference requests answered (any status)
+        self.images = 0              # images answered
+
+    # ---------------------------------------------------------------- requests
+
+    async def read_body(self, request: Request) -> bytes:
+        self._check_length(request)
+        chunks, n = [], 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > self.max_upload:
+                raise self._too_large(n)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def read_multipart(self, request: Request) -> list[tuple[str, bytes]]:
+        self._check_length(request)
+
+        async def limited():
+            n = 0
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > self.max_upload:
+                    raise self._too_large(n)
+                yield chunk
+
+        parser = MultiPartParser(request.headers, limited(), max_files=self.max_images,
+                                 max_fields=self.max_images + 100, max_part_size=self.max_upload)
+        try:
+            form = await parser.parse()
+        except MultiPartException as e:
+            if e.message.startswith("Too many files"):
+                raise ServeError("too_many_images", f"more than {self.max_images} images in one request; send "
+                                                    "fewer at once") from None
+            raise ServeError("bad_multipart", f"the multipart body cannot be read ({e.message}); send images as "
+                                              "file fields, e.g. curl -F file=@cat.jpg") from None
+        files = []
+        try:
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    files.append((value.filename or key, await value.read()))
+        finally:
+            await form.close()
+        if not files:
+            raise ServeError("bad_multipart", "the multipart body holds no file; send images as file fields, e.g. "
+                                              "curl -F file=@cat.jpg")
+        return files
+
+    def _check_length(self, request: Request) -> None:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_upload:
+            raise self._too_large(int(length))
+
+    def _too_large(self, n: int) -> ServeError:
+        return ServeError("too_large", f"the request body ({n:,} bytes at least) is over {self.max_upload_mb:g} MB, "
+                                       "the most this server takes (--max-upload-mb)")
+
+    async def decode(self, files: list[tuple[str, bytes]]) -> tuple[list[np.ndarray], float]:
+        """Decode and preprocess every file in the pool; the first failure is the answer."""
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        done = await asyncio.gather(*(loop.run_in_executor(self.pool, self.decoder, data, name)
+                                      for name, data in files), return_exceptions=True)
+        for item in done:
+            if isinstance(item, BaseException):
+                raise item
+        for _, seconds in done:
+            self.metrics.decode_seconds.observe(seconds)
+        return [x for x, _ in done], time.perf_counter() - start
+
+    async def predict(self, arrays) -> tuple[np.ndarray, dict]:
+        """Logits of every image (batched with whatever else is waiting) and the timing."""
+        results = await asyncio.gather(*(self.batcher.submit(x) for x in arrays))
+        logits = np.stack([r.logits for r in results])
+        timing = {"queue": 1000 * max(r.queue_s for r in results), "model": 1000 * max(r.model_s for r in results),
+                  "batch_size": max(r.batch_size for r in results)}
+        return logits, timing
+
+    def check_model(self, name: str) -> None:
+        if name != self.name:
+            raise ServeError("model_not_found", f"model '{name}' is not served here; this server serves "
+                                                f"'{self.name}'")
+
+    def error_response(self, err: ServeError) -> JSONResponse:
+        self.metrics.errors.labels(err.kind).inc()
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    # ---------------------------------------------------------------- descriptions
+
+    def platform(self) -> str:
+        return "onnxruntime_onnx" if self.predictor.runtime == "onnxruntime" else "pytorch"
+
+    def describe(self) -> dict:
+        meta = dict(self.metadata)
+        for key in PATH_FIELDS:
+            if isinstance(meta.get(key), str):
+                meta[key] = "/".join(Path(meta[key]).parts[-3:])
+        meta.pop("calibration", None)
+        meta["classes"] = self.classes
+        meta["num_classes"] = self.num_classes
+        meta["image_size"] = self.image_size
+        return {"name": self.name, "file": self.predictor.path.name, "runtime": self.predictor.runtime,
+                "device": self.predictor.device, "server": f"inception {__version__}",
+                "limits": {"max_batch": self.batcher.max_batch, "max_wait_ms": 1000 * self.batcher.max_wait,
+                           "max_upload_mb": self.max_upload_mb, "max_images_per_request": self.max_images,
+                           "max_pixels": self.decoder.max_pixels, "decode_workers": self.workers},
+                "metadata": meta}
+
+
+class _Observe:
+    """ASGI middleware: every HTTP request counted by endpoint (its route) and status, timed."""
+
+    def __init__(self, app, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.service.metrics
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics.in_flight.dec()
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.requests.labels(endpoint, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            if endpoint in INFER_ENDPOINTS:
+                self.service.answered += 1
+
+
+def default_name(path: str | Path) -> str:
+    """The name a model is served under: its file name without the model suffixes."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".torchscript.pt", ".torchscript", ".jit.pt", ".onnx", ".pt2", ".safetensors", ".pth", ".pt"):
+        if name.lower().endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    if name in ("best", "last") and path.parent.name == "checkpoints":   # RUN/checkpoints/best.pt -> RUN
+        name = f"{path.parent.parent.name}-{name}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+CLASSIFY_BODY = {"required": True, "content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "one or more image files (any field name)"}}}}}}
+INFER_BODY = {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+            "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
+            "data": {"type": "array", "items": {}}}}},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string", "enum": list(oip.OUTPUTS)},
+            "parameters": {"type": "object", "properties": {"classification": {"type": "integer"}}}}}}}}}}}
+ERRORS = {code: {"description": desc, "content": {"application/json": {"example": {"error": "...", "kind": kind}}}}
+          for code, desc, kind in [(401, "bearer token missing or wrong", "unauthorized"),
+                                   (413, "body over --max-upload-mb, too many images, or too many pixels",
+                                    "too_large"),
+                                   (415, "a content type this endpoint does not read", "unsupported_media_type"),
+                                   (422, "not an image, truncated, a bad topk or tensor", "not_an_image")]}
+
+
+def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: str = "auto",
+               threads: int | None = None, workers: int | None = None, max_batch: int = 32,
+               max_wait_ms: float = 5.0, api_key: str | None = None, max_upload_mb: float = 20.0,
+               max_images: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS, max_queue: int = 4096,
+               name: str | None = None) -> FastAPI:
+    """A FastAPI app serving ``model``: a path ``inception infer`` accepts, or a loaded
+    :class:`~inception.infer.Predictor`.
+
+    ``max_batch`` / ``max_wait_ms``: dynamic batching (``max_batch=1``: off). ``threads``:
+    the model's CPU threads; ``workers``: decoding threads (default: min(4, cores)).
+    ``api_key``: require ``Authorization: Bearer KEY``. ``max_upload_mb``: the largest
+    request body; ``max_images``: images per request; ``max_pixels``: the largest decoded
+    image; ``max_queue``: images waiting before new ones are refused (503). ``name``: the
+    model's name in the v2 URLs (default: the file name without suffixes).
+    """
+    limits = [("max_batch (--max-batch)", max_batch, 1), ("max_images (--max-images)", max_images, 1),
+              ("workers (--workers)", workers, 1), ("threads (--threads)", threads, 1),
+              ("max_wait_ms (--max-wait-ms)", max_wait_ms, 0), ("max_queue", max_queue, 1),
+              ("max_pixels (--max-megapixels x 1e6)", max_pixels, 1)]
+    for label, value, low in limits:
+        if value is not None and value < low:
+            raise UserError(f"{label} must be >= {low} (got {value})")
+    if max_upload_mb <= 0:
+        raise UserError(f"max_upload_mb (--max-upload-mb) must be > 0 (got {max_upload_mb})")
+    predictor = model if isinstance(model, Predictor) else load_predictor(model, runtime=runtime, device=device,
+                                                                         threads=threads)
+    try:
+        service = Service(predictor, name=name or default_name(predictor.path), max_batch=max_batch,
+                          max_wait_ms=max_wait_ms, workers=workers or min(4, default_threads()),
+                          max_upload_mb=max_upload_mb, max_images=max_images, max_pixels=max_pixels,
+                          max_queue=max_queue, api_key=api_key or None)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"'{predictor.path}' fails on a [1,3,{predictor.image_size},{predictor.image_size}] input "
+                        f"({type(e).__name__}: {str(e).strip()[:160]}); re-export the model") from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.batcher.start()
+        service.ready = True
+        try:
+            yield
+        finally:   # uvicorn has drained the connections: answer what is still queued, then stop
+            service.ready = False
+            await service.batcher.stop()
+            service.pool.shutdown(wait=True)
+
+    app = FastAPI(title="inception serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Image classification with an Inception-family model: `/v1/classify` for images, the "
+                              "Open Inference Protocol v2 under `/v2` for tensors, Prometheus `/metrics`.")
+    app.state.service = service
+    bearer = HTTPBearer(auto_error=False, description="the server's --api-key")
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        token = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(token.encode(), service.api_key.encode()):
+            raise ServeError("unauthorized", ("missing" if not token else "wrong") + " bearer token; send "
+                             "'Authorization: Bearer KEY' with the server's API key",
+                             headers={"WWW-Authenticate": "Bearer"})
+
+    protected = [Depends(authorize)] if service.api_key else []
+
+    # ------------------------------------------------------------------ errors
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, err: ServeError):
+        return service.error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return service.error_response(ServeError(kind, f"{request.method} {request.url.path}: {exc.detail}",
+                                                 status=exc.status_code, headers=exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        problems = exc.errors()
+        if any(p.get("loc", [None])[-1] == "topk" for p in problems):
+            got = request.query_params.get("topk")
+            return service.error_response(ServeError("bad_topk", f"topk must be an integer >= 1 (got '{got}')"))
+        text = "; ".join(f"{'.'.join(map(str, p.get('loc', [])))}: {p.get('msg')}" for p in problems)
+        return service.error_response(ServeError("bad_request", text[:300]))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnect(request: Request, exc: ClientDisconnect):
+        return service.error_response(ServeError("bad_request", "the client disconnected before sending the whole "
+                                                                "body", status=499))
+
+    # ------------------------------------------------------------------ metrics of every request
+
+    app.add_middleware(_Observe, service=service)
+
+    # ------------------------------------------------------------------ pages
+
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return HTMLResponse(page)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return HTMLResponse(render_docs(app.openapi()))
+
+    # ------------------------------------------------------------------ v1
+
+    @app.get("/v1/model", dependencies=protected, tags=["v1"], summary="The model's metadata and the server's limits")
+    async def model_info():
+        return service.describe()
+
+    @app.post("/v1/classify", dependencies=protected, tags=["v1"], openapi_extra={"requestBody": CLASSIFY_BODY},
+              responses=ERRORS, summary="Classify one image (the body) or several (multipart file fields)",
+              description="Answers `{model, predictions: [{filename, topk: [{class, index, prob}]}], latency_ms, "
+                          "timing_ms: {decode, queue, model, batch_size}}`, predictions in the order sent.")
+    async def classify(request: Request, topk: int = Query(5, ge=1, description="classes per image")):
+        start = time.perf_counter()
+        content_type = request.headers.get("content-type", "")
+        media = content_type.split(";")[0].strip().lower()
+        if media == "multipart/form-data":
+            files = await service.read_multipart(request)
+        elif media in RAW_TYPES or media.startswith("image/"):
+            files = [("body", await service.read_body(request))]
+        else:
+            hint = (" (curl --data-binary sends this type unless told otherwise: add -H 'Content-Type: image/jpeg')"
+                    if media == "application/x-www-form-urlencoded" else "")
+            raise ServeError("unsupported_media_type", f"content type '{media}' is not read here; send the image "
+                                                       "as the body (image/*, application/octet-stream) or as "
+                                                       f"multipart/form-data file fields{hint}")
+        if len(files) > service.max_images:
+            raise ServeError("too_many_images", f"{len(files)} images in one request; this server takes at most "
+                                                f"{service.max_images}")
+        arrays, decode_s = await service.decode(files)
+        logits, timing = await service.predict(arrays)
+        probs = softmax(logits)
+        k = min(topk, service.num_classes)      # as infer: capped at the number of classes
+        order = np.argsort(-probs, axis=1)[:, :k]
+        predictions = [{"filename": name, "topk": [{"class": service.classes[j], "index": int(j),
+                                                    "prob": float(probs[row, j])} for j in order[row]]}
+                       for row, (name, _) in enumerate(files)]
+        service.images += len(files)
+        total = 1000 * (time.perf_counter() - start)
+        return JSONResponse({"model": service.name, "predictions": predictions, "latency_ms": round(total, 3),
+                             "timing_ms": {"decode": round(1000 * decode_s, 3), "queue": round(timing["queue"], 3),
+                                           "model": round(timing["model"], 3), "batch_size": timing["batch_size"]}})
+
+    # ------------------------------------------------------------------ v2 (Open Inference Protocol)
+
+    @app.get("/v2/health/live", tags=["v2"], summary="Liveness (no token needed)")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["v2"], summary="Readiness: the model is loaded and running (no token needed)")
+    async def ready():
+        ok = service.ready and service.batcher.running
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/v2", dependencies=protected, tags=["v2"], summary="Server metadata")
+    async def server_metadata():
+        return {"name": "inception", "version": __version__, "extensions": ["classification"]}
+
+    @app.get("/v2/models/{name}", dependencies=protected, tags=["v2"], summary="Model metadata: inputs and outputs")
+    async def v2_model(name: str):
+        service.check_model(name)
+        return oip.model_metadata(service.name, platform=service.platform(), image_size=service.image_size,
+                                  num_classes=service.num_classes, input_name=service.input_name)
+
+    @app.get("/v2/models/{name}/versions/{version}", dependencies=protected, tags=["v2"], include_in_schema=False)
+    async def v2_model_version(name: str, version: str):
+        return await v2_model(name)
+
+    @app.get("/v2/models/{name}/ready", dependencies=protected, tags=["v2"], summary="Model readiness")
+    async def v2_model_ready(name: str):
+        service.check_model(name)
+        ok = service.ready and service.batcher.running
+        return JSONResponse({"name": service.name, "ready": ok}, status_code=200 if ok else 503)
+
+    async def _infer(name: str, request: Request):
+        service.check_model(name)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("application/json", ""):
+            raise ServeError("unsupported_media_type", f"content type '{media}' is not read here; send the inference "
+                                                       "request as application/json")
+        body = await service.read_body(request)
+        if not body:
+            raise ServeError("empty_body", "the body is empty; send an inference request as JSON")
+        loop = asyncio.get_running_loop()
+        req = await loop.run_in_executor(service.pool, lambda: oip.parse_infer_request(
+            body, input_name=service.input_name, image_size=service.image_size, max_images=service.max_images))
+        if req.datatype == "BYTES":
+            arrays, _ = await service.decode([(f"element {i}", data) for i, data in enumerate(req.images)])
+        else:
+            arrays = list(req.tensor)
+        logits, _ = await service.predict(arrays)
+        service.images += req.count
+        return JSONResponse(oip.infer_response(service.name, req, logits, softmax(logits), service.classes))
+
+    @app.post("/v2/models/{name}/infer", dependencies=protected, tags=["v2"], summary="Inference (OIP v2)",
+              openapi_extra={"requestBody": INFER_BODY}, responses=ERRORS,
+              description="One input: FP32 `[N,3,S,S]` (preprocessed as `GET /v1/model` describes) or BYTES `[N]` "
+                          "(base64 image files). Outputs `logits` and `probabilities` (FP32 `[N,classes]`); with "
+                          "`parameters.classification: K`, BYTES `[N,K]` strings `prob:index:label`.")
+    async def v2_infer(name: str, request: Request):
+        return await _infer(name, request)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", dependencies=protected, tags=["v2"],
+              include_in_schema=False)
+    async def v2_infer_version(name: str, version: str, request: Request):
+        return await _infer(name, request)
+
+    # ------------------------------------------------------------------ metrics
+
+    @app.get("/metrics", dependencies=protected, tags=["metrics"], summary="Prometheus metrics (text format)")
+    async def metrics():
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,225 @@
+"""Running the app: in this process (:func:`run_server`, what ``inception serve`` calls), in a
+background thread (:func:`serve_in_thread`), or as a child process
+(:class:`ServerProcess`, for tests and load benchmarks: a real ``inception serve`` on a
+free port).
+
+The socket is bound before uvicorn starts (``port=0``: a free port, which the announced URL
+names), and listens at once: a client that connects during start-up waits in the backlog.
+On SIGTERM (or Ctrl-C) uvicorn stops accepting, lets every request it holds finish, then
+the app answers what is still queued for the model; after a SIGTERM :func:`run_server`
+returns normally (exit status 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import uvicorn
+from fastapi import FastAPI
+
+from ..errors import UserError
+from .app import create_app
+
+log = logging.getLogger("inception")
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+URL_LINE = re.compile(r"serving .* at (http://\S+)")
+
+
+@dataclass
+class ServeSummary:
+    url: str
+    answered: int        # inference requests answered (/v1/classify, v2 infer), errors included
+    images: int          # images classified
+    seconds: float
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port=0``: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or --host") \
+            from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
+               log_level: str = "info", announce: Callable[[str], None] | None = None, **app_options) -> ServeSummary:
+    """Serve ``model`` (see :func:`~inception.serve.app.create_app` for ``app_options``)
+    until SIGTERM or Ctrl-C; ``announce(line)`` is called once the socket listens, with a
+    line that names the URL. Returns what was served."""
+    if host not in LOOPBACK and not app_options.get("api_key"):
+        log.warning("serving on %s without an API key: anyone who can reach this address can use the model "
+                    "(set --api-key or INCEPTION_API_KEY)", host)
+    app = create_app(model, **app_options)
+    service = app.state.service
+    sock = bind(host, port)
+    url = url_of(sock)
+    line = (f"serving {service.name} ({service.predictor.describe()}, batch <= {service.batcher.max_batch}, "
+            f"wait <= {1000 * service.batcher.max_wait:g} ms) at {url}  (web page {url}/, API {url}/docs)")
+    (announce or log.info)(line)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log,
+                                           timeout_graceful_shutdown=None, lifespan="on"))
+    start = time.perf_counter()
+    # uvicorn drains on SIGTERM, then raises the signal again under the handler it found: make
+    # that one a no-op, so that a drained server ends like a finished command
+    terminate = signal.signal(signal.SIGTERM, lambda *_: None) if _main_thread() else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
+        sock.close()
+    if not server.started:
+        raise UserError(f"the server at {url} did not start (see the log above)")
+    return ServeSummary(url, service.answered, service.images, time.perf_counter() - start)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def serve_in_thread(model_or_app, *, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 120.0,
+                    **app_options) -> Iterator[str]:
+    """``with serve_in_thread(model) as url:`` a real HTTP server in a background thread of
+    this process (a path, a Predictor or an app from :func:`create_app`); stopped, with a
+    drain, on leaving the block."""
+    app = model_or_app if isinstance(model_or_app, FastAPI) else create_app(model_or_app, **app_options)
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="inception-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("the server thread did not start")
+        time.sleep(0.01)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+class ServerProcess:
+    """``inception serve`` as a child process on a free port: ``start()`` returns its URL
+    once it answers ``/v2/health/ready``; ``stop()`` sends SIGTERM and waits.
+
+    ``args`` are more ``inception serve`` options (``["--max-batch", "8"]``); ``env`` is
+    added to this process's environment. Its stdout and stderr are kept (``stdout``,
+    ``stderr``)."""
+
+    def __init__(self, model: str | Path, *, host: str = "127.0.0.1", port: int = 0, args: Sequence[str] = (),
+                 env: dict[str, str] | None = None, python: str = sys.executable) -> None:
+        self.command = [python, "-m", "inception", "serve", "--model", str(model), "--host", host, "--port", str(port),
+                        *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self._out: list[str] = []
+        self._err = tempfile.TemporaryFile("w+")
+        self._seen = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def _read(self) -> None:
+        for text in self.proc.stdout:
+            self._out.append(text)
+            if self.url is None and (m := URL_LINE.search(text)):
+                self.url = m.group(1)
+                self._seen.set()
+        self._seen.set()
+
+    def start(self, timeout: float = 180.0) -> str:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._err, text=True, env=self.env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        self._seen.wait(timeout)
+        if self.url is None:
+            self.kill()
+            raise RuntimeError(f"inception serve did not start: {self.stderr[-2000:]}")
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=5) as r:
+                    if r.status == 200:
+                        return self.url
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"inception serve did not become ready: {self.stderr[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for the process to exit (after a signal sent elsewhere); its exit status."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._out)
+
+    @property
+    def stderr(self) -> str:
+        self._err.seek(0)
+        return self._err.read()
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
+        finally:
+            self.kill()
+            self._err.close()
