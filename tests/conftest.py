@@ -22,7 +22,7 @@ def randomize_batchnorm(model: torch.nn.Module) -> None:
 
 
 # Smallest comfortable test input per model (v3/v4/irv2 need 75x75).
-SMALL_SIZE = {"googlenet": 64, "googlenet_cifar": 32, "inception_v3": 75, "inception_v4": 75,
+SMALL_SIZE = {"googlenet": 64, "googlenet_cifar": 32, "googlenet_v1": 64, "inception_v3": 75, "inception_v4": 75,
               "inception_resnet_v2": 75}
 
 

@@ -16,7 +16,9 @@ def test_models_table(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(lines) == {"googlenet", "googlenet_cifar", "inception_v3", "inception_v4", "inception_resnet_v2"}
+    assert set(lines) == {"googlenet", "googlenet_cifar", "googlenet_v1", "inception_v3", "inception_v4",
+                          "inception_resnet_v2"}
+    assert "11.54M" in lines["googlenet_v1"] and " 61 " in lines["googlenet_v1"]
     assert "6.62M" in lines["googlenet"] and "1.50" in lines["googlenet"] and "224x224" in lines["googlenet"]
     assert "42.68M" in lines["inception_v4"] and "12.25" in lines["inception_v4"]
     assert "55.84M" in lines["inception_resnet_v2"] and " 75 " in lines["inception_resnet_v2"]

@@ -11,7 +11,7 @@ from inception.models.layers import BlurMaxPool2d
 
 from ..conftest import SMALL_SIZE
 
-ALL = ["googlenet", "googlenet_cifar", "inception_v3", "inception_v4", "inception_resnet_v2"]
+ALL = ["googlenet", "googlenet_cifar", "googlenet_v1", "inception_v3", "inception_v4", "inception_resnet_v2"]
 
 # Reference implementations' counts at 1000 classes (torchvision / timm).
 REFERENCE_PARAMS = [
@@ -115,7 +115,7 @@ def test_minimum_input_size_is_exact(name):
 
 def test_min_input_sizes():
     assert {n: get_model_info(n).min_input_size for n in ALL} == {
-        "googlenet": 15, "googlenet_cifar": 2, "inception_v3": 75, "inception_v4": 75,
+        "googlenet": 15, "googlenet_cifar": 2, "googlenet_v1": 61, "inception_v3": 75, "inception_v4": 75,
         "inception_resnet_v2": 75}
 
 
