@@ -19,9 +19,7 @@ from .engine.checkpoint import CHECKPOINT_FORMAT, save_file, sha256_file
 from .errors import UserError
 from .models import apply_weights, create_model, read_weights
 from .models.pretrained import _LAYOUTS, LoadResult, detect_arch
-
-_SOURCES = {"mindspore": "MindSpore", "paddle": "PaddleClas", "inception": "inception", "torchvision": "torchvision",
-            "timm": "timm", "torchvision/timm": "torchvision/timm"}
+from .models.vendor import LABELS as VENDOR_LABELS
 
 
 @dataclass
@@ -114,7 +112,7 @@ def convert(src: str | Path, dst: str | Path, *, model: str | None = None, optio
         "config": cfg.to_dict(),
         "best_source": "model",
         "metrics": {},
-        "converted_from": {"path": str(src), "source": _SOURCES.get(source, source), "sha256": sha256_file(src)},
+        "converted_from": {"path": str(src), "source": VENDOR_LABELS.get(source, source), "sha256": sha256_file(src)},
     }
     if dst.suffix == ".safetensors":
         from .export import export_checkpoint  # noqa: PLC0415 - export pulls in onnx; only for this output
@@ -126,5 +124,5 @@ def convert(src: str | Path, dst: str | Path, *, model: str | None = None, optio
     else:
         dst.parent.mkdir(parents=True, exist_ok=True)
         save_file(ckpt, dst)
-    return ConvertResult(dst, arch, file_options, n, _SOURCES.get(source, source), loaded, names)
+    return ConvertResult(dst, arch, file_options, n, VENDOR_LABELS.get(source, source), loaded, names)
 

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
+from .vendor import LABELS as VENDOR_LABELS
 from .vendor import detect_vendor, read_vendor, to_ours
 
 log = logging.getLogger("inception")
@@ -187,7 +188,7 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
         source, file_arch = extras["vendor"], extras["arch"]
         want = extras.get("model_options", {}).get("variant")
         options = f" --set model.options.variant={want}" if want else ""
-        label = {"mindspore": "MindSpore", "paddle": "PaddleClas"}[source]
+        label = VENDOR_LABELS[source]
         if file_arch != own_arch:
             raise CheckpointError(f"'{path}' is a {label} {file_arch} checkpoint, not {own_arch}: use "
                                   f"--model {file_arch}{options} (or `inception convert {path} OUT.pt`)")

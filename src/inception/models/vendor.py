@@ -182,6 +182,9 @@ def read_pdparams(path: str | Path) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------
 # Name maps
 
+#: How each source is named in messages.
+LABELS = {"mindspore": "MindSpore", "paddle": "PaddleClas"}
+
 @dataclass
 class VendorWeights:
     """A vendor file renamed to one of our models."""
@@ -194,7 +197,7 @@ class VendorWeights:
 
     @property
     def label(self) -> str:
-        return {"mindspore": "MindSpore", "paddle": "PaddleClas"}[self.source]
+        return LABELS[self.source]
 
 
 _BN_MS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
@@ -407,7 +410,7 @@ def to_ours(raw: dict[str, Tensor], path: str | Path) -> VendorWeights:
             out[dst] = value.contiguous()
     missing = [src for src, (dst, _) in mapper.names.items() if src not in raw]
     if missing or unknown:
-        label = {"mindspore": "MindSpore", "paddle": "PaddleClas"}[source]
+        label = LABELS[source]
         problems = ([f"missing {', '.join(missing[:6])}" + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")]
                     if missing else [])
         problems += ([f"unexpected {', '.join(unknown[:6])}" + (f" (+{len(unknown) - 6} more)" if len(unknown) > 6
