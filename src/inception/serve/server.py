@@ -22,12 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -168,13 +168,17 @@ class ServerProcess:
         if self.url is None:
             self.kill()
             raise RuntimeError(f"inception serve did not start: {self.stderr[-2000:]}")
+        local = urlsplit(self.url)          # the child's own address, as it printed it: never a remote host
         while time.monotonic() < deadline:
+            conn = HTTPConnection(local.hostname, local.port, timeout=5)
             try:
-                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=5) as r:
-                    if r.status == 200:
-                        return self.url
-            except (urllib.error.URLError, OSError):
+                conn.request("GET", "/v2/health/ready")
+                if conn.getresponse().status == 200:
+                    return self.url
+            except OSError:
                 pass
+            finally:
+                conn.close()
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
