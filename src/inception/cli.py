@@ -433,6 +433,28 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    try:
+        import httpx  # noqa: F401  (the load generator's client)
+
+        from .bench.serve import bench_serve, format_serve
+        from .serve import ServerProcess  # noqa: F401
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in SERVE_MODULES + ("httpx",):
+            raise
+        raise UserError(f"inception bench serve needs the '{e.name}' package; install the serving extra: "
+                        "pip install 'inception[serve]'") from None
+    bench = bench_serve(args.model, images=args.images, num_images=args.num_images, concurrency=args.concurrency,
+                        duration=args.duration, warmup=args.warmup, max_batch=args.max_batch,
+                        max_wait_ms=args.max_wait_ms, threads=args.threads, workers=args.workers,
+                        baseline=args.baseline, infer=args.infer, infer_passes=args.infer_passes,
+                        image_size=args.image_size, num_classes=args.num_classes, runtime=args.runtime)
+    print(format_serve(bench))
+    if args.json:
+        _write_json(args.json, bench.to_dict())
+    return 0
+
+
 def cmd_bench_gpu_report(args: argparse.Namespace) -> int:
     from .bench import gpu_report
 
@@ -450,7 +472,7 @@ def _is_model_file(name: str) -> bool:
     return Path(name).is_file() or name.endswith((".onnx", ".pt2", ".safetensors", ".pt", ".pth"))
 
 
-BENCH_SUBCOMMANDS = ("model", "data", "runtime", "gpu-report")
+BENCH_SUBCOMMANDS = ("model", "data", "runtime", "serve", "gpu-report")
 BENCH_DEPRECATED = ("note: 'inception bench ...' without a subcommand is deprecated; use 'inception bench "
                     "model|data|runtime' (it goes away in the next release)")
 # The options of the old `inception bench` (no subcommand) that take values: how many (0: one or more).
@@ -847,6 +869,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model option, e.g. --option aux_logits=true (repeatable)")
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.set_defaults(func=cmd_bench_runtime)
+
+    b = bench.add_parser("serve", formatter_class=fmt,
+                         help="load-test `inception serve`: dynamic batching vs --max-batch 1 vs `inception infer`",
+                         description="Start `inception serve` on 127.0.0.1 (dynamic batching, then --max-batch 1) "
+                                     "and load it with closed-loop HTTP clients (one image per POST /v1/classify) at "
+                                     "each --concurrency: requests/s, img/s, p50/p90/p99 latency, mean batch, errors, "
+                                     "and where the time goes (decode, queue, model, HTTP: from the server's "
+                                     "/metrics). The baseline is `inception infer` over the same files with the same "
+                                     "model, batch size and threads; every answer's top-1 is checked against it.")
+    b.add_argument("--model", required=True, metavar="FILE|NAME",
+                   help="a model file `inception serve` accepts (.onnx, checkpoint, ...) or a zoo model name "
+                        "(random weights, exported to ONNX)")
+    b.add_argument("--images", default=None, metavar="PATH",
+                   help="a folder of images or a .tar.gz of them (its val split if it has one); default: "
+                        "synthetic 320x240 JPEGs")
+    b.add_argument("--num-images", type=int, default=256, help="distinct images sent, round-robin")
+    b.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], metavar="N",
+                   help="clients sending at once (each waits for its answer before the next request)")
+    b.add_argument("--duration", type=float, default=20.0, help="timed seconds per level")
+    b.add_argument("--warmup", type=float, default=3.0, help="untimed seconds of load before each level")
+    b.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch, and infer's batch size")
+    b.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
+    b.add_argument("--threads", type=int, default=None, help="the model's CPU threads, on both sides (default: "
+                                                             "the usable cores)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="the server's decode threads and infer's DataLoader workers (default: min(4, cores))")
+    b.add_argument("--runtime", choices=["auto", "onnxruntime", "torch"], default="auto",
+                   help="auto: ONNX Runtime for .onnx, PyTorch for the rest")
+    b.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the server with --max-batch 1 (the ratios' baseline)")
+    b.add_argument("--infer", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time `inception infer` on the same files")
+    b.add_argument("--infer-passes", type=int, default=3, help="timed infer passes (the median is reported)")
+    b.add_argument("--image-size", type=int, default=None, help="input side of a named model (default: its own)")
+    b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs of a named model")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
+    b.set_defaults(func=cmd_bench_serve)
 
     b = bench.add_parser("gpu-report", formatter_class=fmt,
                          help="every GPU figure of the README as one Markdown table (default: printed)",
