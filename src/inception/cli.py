@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -368,8 +369,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     summary = run_server(args.model, host=args.host, port=args.port, runtime=args.runtime, device=args.device,
                          threads=args.threads, workers=args.workers, max_batch=args.max_batch,
-                         max_wait_ms=args.max_wait_ms, api_key=api_key, max_upload_mb=args.max_upload_mb,
-                         max_images=args.max_images, max_pixels=int(args.max_megapixels * 1e6), name=args.name,
+                         max_wait_ms=args.max_wait_ms, spin=args.spin, api_key=api_key,
+                         max_upload_mb=args.max_upload_mb, max_images=args.max_images,
+                         max_pixels=int(args.max_megapixels * 1e6), name=args.name,
                          access_log=args.access_log, announce=lambda line: print(line, flush=True))
     print(f"stopped: answered {summary.answered} inference requests ({summary.images} images) in "
           f"{summary.seconds:.1f} s", flush=True)
@@ -448,7 +450,8 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
                         duration=args.duration, warmup=args.warmup, max_batch=args.max_batch,
                         max_wait_ms=args.max_wait_ms, threads=args.threads, workers=args.workers,
                         baseline=args.baseline, infer=args.infer, infer_passes=args.infer_passes,
-                        image_size=args.image_size, num_classes=args.num_classes, runtime=args.runtime)
+                        image_size=args.image_size, num_classes=args.num_classes, runtime=args.runtime,
+                        serve_args=shlex.split(args.serve_args))
     print(format_serve(bench))
     if args.json:
         _write_json(args.json, bench.to_dict())
@@ -764,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="image decoding threads (default: min(4, usable cores))")
     p.add_argument("--threads", type=int, default=None, help="the model's CPU threads (default: the usable cores)")
+    p.add_argument("--spin", action=argparse.BooleanOptionalAction, default=True,
+                   help="ONNX Runtime's threads spin-wait briefly between model calls (--no-spin: they sleep, leaving "
+                        "the cores to decoding)")
     p.add_argument("--api-key", default=None,
                    help=f"require 'Authorization: Bearer KEY' on every endpoint but health (default: ${API_KEY_ENV}; "
                         "the variable keeps the key out of the process list)")
@@ -900,7 +906,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the server with --max-batch 1 (the ratios' baseline)")
     b.add_argument("--infer", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time `inception infer` on the same files")
+                   help="also time `inception infer` on the same files (--no-infer: one untimed pass still gives "
+                        "the answers every response is checked against)")
+    b.add_argument("--serve-args", default="", metavar="'ARGS'",
+                   help="more `inception serve` options for both servers, e.g. --serve-args='--no-spin'")
     b.add_argument("--infer-passes", type=int, default=3, help="timed infer passes (the median is reported)")
     b.add_argument("--image-size", type=int, default=None, help="input side of a named model (default: its own)")
     b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs of a named model")

@@ -450,3 +450,14 @@ def test_page_and_docs_are_self_contained(client):
             "/v2/models/{name}/ready", "/v2/models/{name}/infer", "/metrics"} <= set(spec["paths"])
     body = spec["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
     assert {"image/*", "multipart/form-data"} <= set(body)
+
+
+@pytest.mark.parametrize("spin", [True, False])
+def test_spin_reaches_onnx_runtime(served, spin):
+    """``--no-spin``: ONNX Runtime's pool threads sleep between calls (a session setting)."""
+    options = create_app(served["onnx"], spin=spin).state.service.predictor.session.get_session_options()
+    try:
+        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:   # not set: ONNX Runtime's default, spinning
+        entry = None
+    assert entry == (None if spin else "0")

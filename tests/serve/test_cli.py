@@ -24,15 +24,16 @@ def test_serve_passes_its_options_to_the_library(monkeypatch, served, capsys):
     monkeypatch.setenv("INCEPTION_API_KEY", "from-env")
     assert main(["serve", "--model", str(served["onnx"]), "--port", "0", "--max-batch", "1", "--max-wait-ms", "2.5",
                  "--workers", "3", "--threads", "1", "--max-upload-mb", "1.5", "--max-images", "7",
-                 "--max-megapixels", "2", "--name", "digits", "--no-access-log"]) == 0
+                 "--max-megapixels", "2", "--name", "digits", "--no-access-log", "--no-spin"]) == 0
     out = capsys.readouterr().out
     assert "serving model at http://127.0.0.1:1234" in out and "answered 5 inference requests (9 images)" in out
     assert seen["model"] == str(served["onnx"]) and seen["host"] == "127.0.0.1" and seen["port"] == 0
     assert (seen["max_batch"], seen["max_wait_ms"], seen["workers"], seen["threads"]) == (1, 2.5, 3, 1)
     assert (seen["max_upload_mb"], seen["max_images"], seen["max_pixels"]) == (1.5, 7, 2_000_000)
     assert seen["api_key"] == "from-env" and seen["name"] == "digits" and seen["access_log"] is False
+    assert seen["spin"] is False
     assert main(["serve", "--model", str(served["onnx"]), "--api-key", "flag"]) == 0
-    assert seen["api_key"] == "flag" and seen["port"] == 8000 and seen["max_batch"] == 32
+    assert seen["api_key"] == "flag" and seen["port"] == 8000 and seen["max_batch"] == 32 and seen["spin"] is True
 
 
 def test_serve_user_errors_are_one_line(tmp_path, served, capsys):

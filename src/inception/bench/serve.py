@@ -108,6 +108,7 @@ class ServeBench:
     max_batch: int
     max_wait_ms: float
     duration: float
+    serve_args: list[str]
     infer_img_per_s: float | None   # median over the infer passes
     infer_passes: list[float] = field(default_factory=list)
     results: list[LoadResult] = field(default_factory=list)
@@ -312,11 +313,12 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
                 max_batch: int = 32, max_wait_ms: float = 5.0, threads: int | None = None,
                 workers: int | None = None, baseline: bool = True, infer: bool = True, infer_passes: int = 3,
                 image_size: int | None = None, num_classes: int = 1000, runtime: str = "auto",
-                progress=None) -> ServeBench:
+                serve_args: Sequence[str] = (), progress=None) -> ServeBench:
     """Load-test ``inception serve`` with ``model`` (a file, or a zoo model's name: random
     weights exported to ONNX) at each ``concurrency``, with dynamic batching (``max_batch``,
     ``max_wait_ms``) and, with ``baseline``, with ``--max-batch 1``; with ``infer``, time
-    ``inception infer`` over the same files (``infer_passes`` passes, median)."""
+    ``inception infer`` over the same files (``infer_passes`` passes, median). ``serve_args``:
+    more ``inception serve`` options for both servers."""
     if not concurrency or any(c < 1 for c in concurrency):
         raise UserError(f"--concurrency values must be >= 1 (got {list(concurrency)})")
     for name, value in (("--duration", duration), ("--max-batch", max_batch), ("--infer-passes", infer_passes)):
@@ -334,7 +336,8 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
         predictor = load_predictor(model_path, runtime=runtime, threads=threads)
         bench = ServeBench(model=str(model), runtime=predictor.runtime, image_size=predictor.image_size,
                            images=len(files), images_source=source, threads=threads, workers=workers,
-                           max_batch=max_batch, max_wait_ms=max_wait_ms, duration=duration, infer_img_per_s=None)
+                           max_batch=max_batch, max_wait_ms=max_wait_ms, duration=duration,
+                           serve_args=list(serve_args), infer_img_per_s=None)
         # infer's answers: the baseline's speed, and every served answer's expected top-1
         expected = None
         passes = infer_passes if infer else 1
@@ -355,7 +358,7 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
         modes = [("dynamic", max_batch)] + ([("max-batch 1", 1)] if baseline and max_batch != 1 else [])
         for mode, batch in modes:
             args = ["--max-batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--threads", str(threads),
-                    "--workers", str(workers), "--runtime", runtime, "--no-access-log"]
+                    "--workers", str(workers), "--runtime", runtime, "--no-access-log", *serve_args]
             with ServerProcess(model_path, args=args, env=_server_env()) as server:
                 for c in concurrency:
                     say(f"{mode}: concurrency {c}, {warmup:g} s warm-up + {duration:g} s")
@@ -370,8 +373,9 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
 
 def format_serve(bench: ServeBench) -> str:
     """The load table, where the time goes, and the ratios."""
+    extra = "".join(f" {a}" for a in bench.serve_args)
     head = (f"{Path(bench.model).name} on {bench.runtime} at {bench.image_size} px; {bench.threads} model threads, "
-            f"{bench.workers} decode workers; {bench.images_source}; {bench.duration:g} s per level; torch "
+            f"{bench.workers} decode workers{extra}; {bench.images_source}; {bench.duration:g} s per level; torch "
             f"{torch.__version__}, onnxruntime {ort_version()}")
     cols = ("mode", "conc", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "batch", "errors", "vs max-batch 1")
     rows = [cols]

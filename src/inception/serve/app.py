@@ -272,7 +272,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
                threads: int | None = None, workers: int | None = None, max_batch: int = 32,
                max_wait_ms: float = 5.0, api_key: str | None = None, max_upload_mb: float = 20.0,
                max_images: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS, max_queue: int = 4096,
-               name: str | None = None) -> FastAPI:
+               name: str | None = None, spin: bool = True) -> FastAPI:
     """A FastAPI app serving ``model``: a path ``inception infer`` accepts, or a loaded
     :class:`~inception.infer.Predictor`.
 
@@ -281,7 +281,9 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     ``api_key``: require ``Authorization: Bearer KEY``. ``max_upload_mb``: the largest
     request body; ``max_images``: images per request; ``max_pixels``: the largest decoded
     image; ``max_queue``: images waiting before new ones are refused (503). ``name``: the
-    model's name in the v2 URLs (default: the file name without suffixes).
+    model's name in the v2 URLs (default: the file name without suffixes). ``spin=False``:
+    ONNX Runtime's pool threads sleep between calls instead of spin-waiting (see
+    :class:`~inception.infer.OnnxPredictor`).
     """
     limits = [("max_batch (--max-batch)", max_batch, 1), ("max_images (--max-images)", max_images, 1),
               ("workers (--workers)", workers, 1), ("threads (--threads)", threads, 1),
@@ -293,7 +295,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     if max_upload_mb <= 0:
         raise UserError(f"max_upload_mb (--max-upload-mb) must be > 0 (got {max_upload_mb})")
     predictor = model if isinstance(model, Predictor) else load_predictor(model, runtime=runtime, device=device,
-                                                                         threads=threads)
+                                                                         threads=threads, spin=spin)
     try:
         service = Service(predictor, name=name or default_name(predictor.path), max_batch=max_batch,
                           max_wait_ms=max_wait_ms, workers=workers or min(4, default_threads()),

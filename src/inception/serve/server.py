@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
+import torch
 import uvicorn
 from fastapi import FastAPI
 
@@ -87,6 +88,11 @@ def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: 
     (announce or log.info)(line)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log,
                                            timeout_graceful_shutdown=None, lifespan="on"))
+    torch_threads = torch.get_num_threads()
+    if service.predictor.runtime == "onnxruntime":
+        # the decode threads' tensor ops (to float, normalize) run one thread each, as in infer's
+        # DataLoader workers; the model's threads are ONNX Runtime's own
+        torch.set_num_threads(1)
     start = time.perf_counter()
     # uvicorn drains on SIGTERM, then raises the signal again under the handler it found: make
     # that one a no-op, so that a drained server ends like a finished command
@@ -96,6 +102,7 @@ def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: 
     finally:
         if terminate is not None:
             signal.signal(signal.SIGTERM, terminate)
+        torch.set_num_threads(torch_threads)
         sock.close()
     if not server.started:
         raise UserError(f"the server at {url} did not start (see the log above)")
