@@ -215,3 +215,35 @@ def test_create_model_pretrained_argument(tmp_path):
     x = torch.randn(1, 3, 75, 75)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch, variant", [("googlenet", "mindspore"), ("inception_v4", "paddleclas")])
+def test_exported_safetensors_are_loaded_only_into_their_variant(tmp_path, arch, variant):
+    """An exported file's header names the variant it was built as (same shapes as ours, other
+    padding or branch order): loading it into another variant is refused with the fix, and
+    the file's own mean/std come with it."""
+    from inception.export import write_model
+    from inception.metadata import model_metadata
+
+    size = 75 if arch == "inception_v4" else 64
+    torch.manual_seed(0)
+    source = create_model(arch, num_classes=3, variant=variant)
+    randomize_batchnorm(source)
+    source.eval()
+    meta = model_metadata(source, {"model_options": {"variant": variant}}, None, image_size=size)
+    path = write_model(source, tmp_path / "m.safetensors", fmt="safetensors", metadata=meta, image_size=size)
+    with pytest.raises(CheckpointError, match=f"--set model.options.variant={variant}"):
+        load_pretrained(create_model(arch, num_classes=3), path)
+    same = create_model(arch, num_classes=3, variant=variant).eval()
+    load_pretrained(same, path)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(same(x), source(x))
+    assert tuple(same.data_config.mean) == tuple(meta["mean"])
+    # and a default-variant export refuses a vendor-variant model
+    plain = create_model(arch, num_classes=3).eval()
+    meta = model_metadata(plain, None, None, image_size=size)
+    path = write_model(plain, tmp_path / "p.safetensors", fmt="safetensors", metadata=meta, image_size=size)
+    with pytest.raises(CheckpointError, match="variant="):
+        load_pretrained(create_model(arch, num_classes=3, variant=variant), path)
+    load_pretrained(create_model(arch, num_classes=3), path)

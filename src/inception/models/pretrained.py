@@ -19,6 +19,8 @@ or ``.safetensors``. The source is detected from the keys:
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import pickle
 import re
@@ -26,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..metadata import METADATA_KEY
 from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
 from .vendor import LABELS as VENDOR_LABELS
 from .vendor import detect_vendor, read_vendor, to_ours
@@ -88,7 +91,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
             sd = _strip(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"'{path}' is not a readable safetensors file ({e})") from None
-        return _vendor_result(to_ours(sd, path)) if detect_vendor(sd) else (sd, {})
+        return _vendor_result(to_ours(sd, path)) if detect_vendor(sd) else (sd, _exported_extras(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -115,6 +118,39 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
         raise CheckpointError(f"'{path}' does not hold a state dict of tensors")
     sd = _strip(obj)
     return _vendor_result(to_ours(sd, path)) if detect_vendor(sd) else (sd, {})
+
+
+def _exported_extras(path: Path) -> dict:
+    """What the header of an ``inception export --format safetensors`` file says about the model
+    it came from: ``{"exported": {"model", "variant"}, "data_config": {"mean", "std"}}`` (``{}``
+    for other safetensors files)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            text = (f.metadata() or {}).get(METADATA_KEY)
+        meta = json.loads(text) if text else None
+    except (SafetensorError, OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    out: dict = {"exported": {"model": meta.get("model"),
+                              "variant": (meta.get("model_options") or {}).get("variant")}}
+    if "mean" in meta and "std" in meta:
+        out["data_config"] = {"mean": meta["mean"], "std": meta["std"]}
+    return out
+
+
+def _check_exported(model: InceptionBase, exported: dict, path: str | Path) -> None:
+    """An exported file's weights only give its outputs in a model built the same way: the
+    vendors' variants have the same shapes as ours but other padding or branch orders."""
+    own = getattr(model, "variant", None)
+    if own is None:
+        return
+    default = inspect.signature(type(model).__init__).parameters.get("variant")
+    want = exported.get("variant") or (default.default if default is not None else None)
+    if want is not None and want != own:
+        raise CheckpointError(f"'{path}' was exported from {exported.get('model') or model.arch} built with variant "
+                              f"'{want}', and this model is variant '{own}': build it the same way "
+                              f"(--set model.options.variant={want})")
 
 
 def _vendor_result(vendor) -> tuple[dict[str, Tensor], dict]:
@@ -183,6 +219,11 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
                   set_input_norm: bool = True) -> LoadResult:
     """:func:`load_pretrained` for weights already read by :func:`read_weights`."""
     own_arch = _CLASS_ARCH.get(type(model).__name__, model.arch)
+    exported = extras.get("exported")
+    if exported is not None:                # our own exported safetensors: its variant, its mean/std
+        _check_exported(model, exported, path)
+        norm = {"data_config": extras["data_config"]} if "data_config" in extras else {}
+        extras = {}
     vendor = extras.get("vendor")
     if vendor:
         source, file_arch = extras["vendor"], extras["arch"]
@@ -268,5 +309,5 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
     if result.ignored:
         log.info("%s: ignored %d auxiliary-head tensors (the model has no aux heads)", path, len(result.ignored))
     if set_input_norm and not vendor:       # the vendors' recipes normalise as the model's defaults say
-        model.data_config = weights_data_config(model, extras)
+        model.data_config = weights_data_config(model, norm if exported is not None and norm else extras)
     return result
