@@ -73,12 +73,16 @@ def _runtime_predictors(target: str, runtimes: Sequence[str], *, image_size: int
         if runtime == "torch":
             out.append(("torch eager", TorchPredictor(target, model, metadata, device=device, threads=threads)))
         elif runtime == "onnxruntime":
-            path = workdir / f"{target}-{size}.onnx"
-            write_model(fold_batchnorm(model), path, fmt="onnx", metadata=metadata, image_size=size)
+            path = export_onnx(model, metadata, workdir / f"{target}-{size}.onnx")
             out.append(("onnxruntime", load_predictor(path, device=device, threads=threads)))
         else:
             raise UserError(f"runtime '{runtime}' is not valid; choose from: {', '.join(RUNTIMES)}")
     return out
+
+
+def export_onnx(model, metadata: dict, path: Path) -> Path:
+    """``model`` (eval mode) written to ONNX as ``inception export`` would: BatchNorm folded."""
+    return write_model(fold_batchnorm(model), path, fmt="onnx", metadata=metadata, image_size=metadata["image_size"])
 
 
 def bench_runtimes(targets: Sequence[str], *, runtimes: Sequence[str] = RUNTIMES,

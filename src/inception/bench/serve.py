@@ -40,13 +40,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..data.folder import is_image_file
 from ..errors import UserError
-from ..export import fold_batchnorm, write_model
 from ..infer import default_threads, load_predictor, run_inference
 from ..metadata import model_metadata
 from ..models import create_model, list_models
 from ..serve import ServerProcess
 from .common import percentile
-from .runtime import ort_version
+from .runtime import export_onnx, ort_version
 
 log = logging.getLogger("inception")
 logging.getLogger("httpx").setLevel(logging.WARNING)      # not one line per request of the load
@@ -303,9 +302,7 @@ def _model_file(target: str, workdir: Path, image_size: int | None, num_classes:
                         f"checkpoint or run directory, or one of: {', '.join(list_models())}")
     model = create_model(target, num_classes=num_classes).eval()
     metadata = model_metadata(model, None, None, image_size=image_size)
-    out = workdir / f"{target}-{metadata['image_size']}.onnx"
-    write_model(fold_batchnorm(model), out, fmt="onnx", metadata=metadata, image_size=metadata["image_size"])
-    return out
+    return export_onnx(model, metadata, workdir / f"{target}-{metadata['image_size']}.onnx")
 
 
 def bench_serve(model: str | Path, *, images: str | Path | None = None, num_images: int = 256,
