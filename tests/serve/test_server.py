@@ -2,9 +2,11 @@
 against `inception infer`, then SIGTERM under load: the requests in flight are answered,
 none that the server accepted is lost, and it exits 0."""
 
+import asyncio
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 import inception
 from inception.infer import load_predictor, run_inference
 from inception.serve import ServerProcess
+from inception.serve.server import bind
 
 CLIENTS = 6
 
@@ -106,3 +109,36 @@ def test_ctrl_c_also_stops_the_server(served):
     finally:
         server.kill()
     assert code == 130 and "interrupted" in server.stderr, (code, server.stderr[-2000:])
+
+
+def test_accepted_connections_have_tcp_nodelay():
+    """uvicorn serves on the socket :func:`bind` makes, through asyncio, which turns Nagle's
+    algorithm off (TCP_NODELAY) only on connections accepted from a socket whose proto is
+    IPPROTO_TCP. With Nagle on, each response's body waited for the client's delayed ACK of
+    its headers: 40 ms on every keep-alive request (measured: 48 ms for /v2/health/live)."""
+    sock = bind("127.0.0.1", 0)
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport):
+            seen.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    try:
+        asyncio.run(go())
+    finally:
+        sock.close()
+    assert sock.proto == socket.IPPROTO_TCP
+    assert seen and seen[0] != 0, "the server's connections have Nagle's algorithm on"
