@@ -45,7 +45,7 @@ from ..metadata import model_metadata
 from ..models import create_model, list_models
 from ..serve import ServerProcess
 from .common import percentile
-from .runtime import export_onnx, ort_version
+from .runtime import bench_runtimes, export_onnx, ort_version
 
 log = logging.getLogger("inception")
 logging.getLogger("httpx").setLevel(logging.WARNING)      # not one line per request of the load
@@ -111,10 +111,19 @@ class ServeBench:
     infer_img_per_s: float | None   # median over the infer passes
     infer_passes: list[float] = field(default_factory=list)
     results: list[LoadResult] = field(default_factory=list)
+    # the model call alone (no decoding, no HTTP), img/s at batch 1 and at max_batch: the most
+    # that batching can gain on this machine, whatever the server does
+    model_alone: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def batching_ceiling(self) -> float | None:
+        one, full = self.model_alone.get(1), self.model_alone.get(self.max_batch)
+        return full / one if one and full and self.max_batch != 1 else None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["results"] = [r.to_dict() for r in self.results]
+        d["batching_ceiling"] = self.batching_ceiling
         return d
 
 
@@ -310,12 +319,14 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
                 max_batch: int = 32, max_wait_ms: float = 5.0, threads: int | None = None,
                 workers: int | None = None, baseline: bool = True, infer: bool = True, infer_passes: int = 3,
                 image_size: int | None = None, num_classes: int = 1000, runtime: str = "auto",
-                serve_args: Sequence[str] = (), progress=None) -> ServeBench:
+                serve_args: Sequence[str] = (), model_steps: int = 10, progress=None) -> ServeBench:
     """Load-test ``inception serve`` with ``model`` (a file, or a zoo model's name: random
     weights exported to ONNX) at each ``concurrency``, with dynamic batching (``max_batch``,
     ``max_wait_ms``) and, with ``baseline``, with ``--max-batch 1``; with ``infer``, time
     ``inception infer`` over the same files (``infer_passes`` passes, median). ``serve_args``:
-    more ``inception serve`` options for both servers."""
+    more ``inception serve`` options for both servers. With the baseline, the model call alone
+    is also timed at batch 1 and ``max_batch`` (``model_steps`` calls each, medians): the
+    ceiling of what batching can gain here."""
     if not concurrency or any(c < 1 for c in concurrency):
         raise UserError(f"--concurrency values must be >= 1 (got {list(concurrency)})")
     for name, value in (("--duration", duration), ("--max-batch", max_batch), ("--infer-passes", infer_passes)):
@@ -351,6 +362,11 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
         if infer:
             bench.infer_img_per_s = statistics.median(bench.infer_passes)
         del predictor
+        if baseline and max_batch != 1:
+            say(f"the model alone: batch 1 and {max_batch}, {model_steps} calls each")
+            for r in bench_runtimes([str(model_path)], batch_sizes=(1, max_batch), steps=model_steps, warmup=2,
+                                    threads=threads):
+                bench.model_alone[r.batch_size] = r.img_per_s
         bodies = [(f.name, f.read_bytes()) for f in files]
         modes = [("dynamic", max_batch)] + ([("max-batch 1", 1)] if baseline and max_batch != 1 else [])
         for mode, batch in modes:
@@ -397,6 +413,11 @@ def format_serve(bench: ServeBench) -> str:
             if r.mode == "dynamic":
                 lines.append(f"  dynamic batching at concurrency {r.concurrency}: "
                              f"{100 * r.img_per_s / bench.infer_img_per_s:.0f}% of infer's img/s")
+    if bench.batching_ceiling:
+        one, full = bench.model_alone[1], bench.model_alone[bench.max_batch]
+        lines.append(f"the model alone (no decoding, no HTTP; median of the calls): batch 1 {one:,.1f} img/s, batch "
+                     f"{bench.max_batch} {full:,.1f} img/s: {bench.batching_ceiling:.2f}x, the most any batching can "
+                     "gain over --max-batch 1 here")
     mism = sum(r.mismatches for r in bench.results)
     if bench.infer_passes:
         lines.append(f"answers checked against infer's top-1: {mism} differ")
