@@ -372,7 +372,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_wait_ms=args.max_wait_ms, spin=args.spin, api_key=api_key,
                          max_upload_mb=args.max_upload_mb, max_images=args.max_images,
                          max_pixels=int(args.max_megapixels * 1e6), name=args.name,
-                         access_log=args.access_log, announce=lambda line: print(line, flush=True))
+                         access_log=args.access_log, http=args.http, loop=args.loop,
+                         announce=lambda line: print(line, flush=True))
     print(f"stopped: answered {summary.answered} inference requests ({summary.images} images) in "
           f"{summary.seconds:.1f} s", flush=True)
     return 0
@@ -780,6 +781,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the model's name in /v2/models/NAME (default: the file name)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                    help="log one line per request")
+    p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools when installed, as with the serve extra; else h11)")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="the event loop (auto: uvloop when installed, as with the serve extra; else asyncio)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU), of the input pipeline and "

@@ -24,16 +24,18 @@ def test_serve_passes_its_options_to_the_library(monkeypatch, served, capsys):
     monkeypatch.setenv("INCEPTION_API_KEY", "from-env")
     assert main(["serve", "--model", str(served["onnx"]), "--port", "0", "--max-batch", "1", "--max-wait-ms", "2.5",
                  "--workers", "3", "--threads", "1", "--max-upload-mb", "1.5", "--max-images", "7",
-                 "--max-megapixels", "2", "--name", "digits", "--no-access-log", "--no-spin"]) == 0
+                 "--max-megapixels", "2", "--name", "digits", "--no-access-log", "--no-spin", "--http", "h11",
+                 "--loop", "asyncio"]) == 0
     out = capsys.readouterr().out
     assert "serving model at http://127.0.0.1:1234" in out and "answered 5 inference requests (9 images)" in out
     assert seen["model"] == str(served["onnx"]) and seen["host"] == "127.0.0.1" and seen["port"] == 0
     assert (seen["max_batch"], seen["max_wait_ms"], seen["workers"], seen["threads"]) == (1, 2.5, 3, 1)
     assert (seen["max_upload_mb"], seen["max_images"], seen["max_pixels"]) == (1.5, 7, 2_000_000)
     assert seen["api_key"] == "from-env" and seen["name"] == "digits" and seen["access_log"] is False
-    assert seen["spin"] is False
+    assert seen["spin"] is False and (seen["http"], seen["loop"]) == ("h11", "asyncio")
     assert main(["serve", "--model", str(served["onnx"]), "--api-key", "flag"]) == 0
     assert seen["api_key"] == "flag" and seen["port"] == 8000 and seen["max_batch"] == 32 and seen["spin"] is True
+    assert (seen["http"], seen["loop"]) == ("auto", "auto")
 
 
 def test_serve_user_errors_are_one_line(tmp_path, served, capsys):
@@ -82,3 +84,26 @@ def test_serve_in_thread_answers_real_http(served):
             assert r.status_code == 200 and r.json()["predictions"][0]["filename"] == "a.jpg"
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/v2/health/live", timeout=5)
+
+
+def test_uvicorn_http_parser_and_event_loop(monkeypatch):
+    import importlib.util
+
+    from inception.errors import UserError
+    from inception.serve import server
+
+    real = importlib.util.find_spec
+    assert server.uvicorn_impls("h11", "asyncio") == ("h11", "asyncio")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name in ("httptools", "uvloop")
+                        else real(name))
+    assert server.uvicorn_impls() == ("h11", "asyncio")             # auto without the C ones
+    with pytest.raises(UserError, match="--http httptools needs the 'httptools' package: pip install httptools"):
+        server.uvicorn_impls("httptools", "auto")
+    with pytest.raises(UserError, match=r"--loop uvloop needs the 'uvloop' package: pip install uvloop \(or "
+                                        r"--loop asyncio\)"):
+        server.uvicorn_impls("auto", "uvloop")
+    with pytest.raises(UserError, match="--http 'h2' is not valid"):
+        server.uvicorn_impls("h2")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in ("httptools", "uvloop")
+                        else real(name))
+    assert server.uvicorn_impls() == (("httptools", "asyncio") if sys.platform == "win32" else ("httptools", "uvloop"))

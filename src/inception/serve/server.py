@@ -12,6 +12,7 @@ returns normally (exit status 0).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -39,6 +40,9 @@ from .app import create_app
 log = logging.getLogger("inception")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# uvicorn's HTTP parsers and event loops: the C ones (httptools, uvloop) when installed
+HTTP_IMPLS = {"h11": "h11", "httptools": "httptools"}
+LOOP_IMPLS = {"asyncio": "asyncio", "uvloop": "uvloop"}
 URL_LINE = re.compile(r"serving .* at (http://\S+)")
 
 
@@ -77,11 +81,33 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def uvicorn_impls(http: str = "auto", loop: str = "auto") -> tuple[str, str]:
+    """The HTTP parser and event loop uvicorn will run: ``auto`` is httptools / uvloop when
+    installed (as uvicorn itself decides), else h11 / asyncio; a named one must be installed."""
+    out = []
+    for flag, value, impls, fallback in (("--http", http, HTTP_IMPLS, "h11"), ("--loop", loop, LOOP_IMPLS, "asyncio")):
+        fast = next(k for k in impls if k != fallback)
+        if value == "auto":
+            value = fast if importlib.util.find_spec(impls[fast]) is not None and not (
+                fast == "uvloop" and sys.platform == "win32") else fallback
+        elif value not in impls:
+            raise UserError(f"{flag} '{value}' is not valid; choose from: auto, {', '.join(impls)}")
+        elif importlib.util.find_spec(impls[value]) is None:
+            raise UserError(f"{flag} {value} needs the '{impls[value]}' package: pip install {impls[value]} (or "
+                            f"{flag} {fallback})")
+        out.append(value)
+    return out[0], out[1]
+
+
 def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
-               log_level: str = "info", announce: Callable[[str], None] | None = None, **app_options) -> ServeSummary:
+               log_level: str = "info", http: str = "auto", loop: str = "auto",
+               announce: Callable[[str], None] | None = None, **app_options) -> ServeSummary:
     """Serve ``model`` (see :func:`~inception.serve.app.create_app` for ``app_options``)
     until SIGTERM or Ctrl-C; ``announce(line)`` is called once the socket listens, with a
-    line that names the URL. Returns what was served."""
+    line that names the URL. ``http`` / ``loop``: uvicorn's HTTP parser (h11, httptools) and
+    event loop (asyncio, uvloop); ``auto``: the fast ones when installed. Returns what was
+    served."""
+    http, loop = uvicorn_impls(http, loop)
     if host not in LOOPBACK and not app_options.get("api_key"):
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model "
                     "(set --api-key or INCEPTION_API_KEY)", host)
@@ -90,9 +116,10 @@ def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: 
     sock = bind(host, port)
     url = url_of(sock)
     line = (f"serving {service.name} ({service.predictor.describe()}, batch <= {service.batcher.max_batch}, "
-            f"wait <= {1000 * service.batcher.max_wait:g} ms) at {url}  (web page {url}/, API {url}/docs)")
+            f"wait <= {1000 * service.batcher.max_wait:g} ms; {http}, {loop}) at {url}  (web page {url}/, API "
+            f"{url}/docs)")
     (announce or log.info)(line)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log,
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log, http=http, loop=loop,
                                            timeout_graceful_shutdown=None, lifespan="on"))
     torch_threads = torch.get_num_threads()
     if service.predictor.runtime == "onnxruntime":
