@@ -90,6 +90,7 @@ def test_bench_serve_dynamic_vs_max_batch_1_vs_infer(served):
     text = format_serve(bench)
     assert "1.00x (baseline)" in text and "of infer's img/s" in text and "0 differ" in text
     assert f"{bench.batching_ceiling:.2f}x, the most any batching can gain" in text
+    assert bench.http_stack.split(", ")[0] in ("h11", "httptools") and f"uvicorn ({bench.http_stack})" in text
     assert json.loads(json.dumps(bench.to_dict()))["batching_ceiling"] == bench.batching_ceiling
 
 

@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import statistics
 import sys
 import tarfile
@@ -51,6 +52,7 @@ log = logging.getLogger("inception")
 logging.getLogger("httpx").setLevel(logging.WARNING)      # not one line per request of the load
 
 MODES = ("dynamic", "max-batch 1")
+STACK = re.compile(r"; (\w+), (\w+)\) at http")       # "... wait <= 5 ms; httptools, uvloop) at http://..."
 ARCHIVES = (".tar", ".tar.gz", ".tgz")
 
 
@@ -114,6 +116,7 @@ class ServeBench:
     # the model call alone (no decoding, no HTTP), img/s at batch 1 and at max_batch: the most
     # that batching can gain on this machine, whatever the server does
     model_alone: dict[int, float] = field(default_factory=dict)
+    http_stack: str = ""            # uvicorn's HTTP parser and event loop, as the server announced them
 
     @property
     def batching_ceiling(self) -> float | None:
@@ -373,6 +376,8 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
             args = ["--max-batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--threads", str(threads),
                     "--workers", str(workers), "--runtime", runtime, "--no-access-log", *serve_args]
             with ServerProcess(model_path, args=args, env=_server_env()) as server:
+                if m := STACK.search(server.banner or ""):
+                    bench.http_stack = f"{m.group(1)}, {m.group(2)}"
                 for c in concurrency:
                     say(f"{mode}: concurrency {c}, {warmup:g} s warm-up + {duration:g} s")
                     bench.results.append(measure(server.url, bodies, mode=mode, max_batch=batch, concurrency=c,
@@ -388,7 +393,8 @@ def format_serve(bench: ServeBench) -> str:
     """The load table, where the time goes, and the ratios."""
     extra = "".join(f" {a}" for a in bench.serve_args)
     head = (f"{Path(bench.model).name} on {bench.runtime} at {bench.image_size} px; {bench.threads} model threads, "
-            f"{bench.workers} decode workers{extra}; {bench.images_source}; {bench.duration:g} s per level; torch "
+            f"{bench.workers} decode workers{extra}; uvicorn ({bench.http_stack or '?'}); {bench.images_source}; "
+            f"{bench.duration:g} s per level; torch "
             f"{torch.__version__}, onnxruntime {ort_version()}")
     cols = ("mode", "conc", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "batch", "errors", "vs max-batch 1")
     rows = [cols]

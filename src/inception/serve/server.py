@@ -186,6 +186,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
+        self.banner: str | None = None     # the line it printed on start ("serving ... at URL ...")
         self._out: list[str] = []
         self._err = tempfile.TemporaryFile("w+")
         self._seen = threading.Event()
@@ -195,7 +196,7 @@ class ServerProcess:
         for text in self.proc.stdout:
             self._out.append(text)
             if self.url is None and (m := URL_LINE.search(text)):
-                self.url = m.group(1)
+                self.url, self.banner = m.group(1), text.strip()
                 self._seen.set()
         self._seen.set()
 
