@@ -86,12 +86,12 @@ def test_bench_serve_dynamic_vs_max_batch_1_vs_infer(served):
     assert by["dynamic", 4].ratio == pytest.approx(by["dynamic", 4].img_per_s / by["max-batch 1", 4].img_per_s)
     assert bench.infer_img_per_s > 0 and bench.images == len(served["images"])
     assert set(bench.model_alone) == {1, 4} and min(bench.model_alone.values()) > 0
-    assert bench.batching_ceiling == pytest.approx(bench.model_alone[4] / bench.model_alone[1])
+    assert bench.model_batching_gain == pytest.approx(bench.model_alone[4] / bench.model_alone[1])
     text = format_serve(bench)
     assert "1.00x (baseline)" in text and "of infer's img/s" in text and "0 differ" in text
-    assert f"{bench.batching_ceiling:.2f}x, the most any batching can gain" in text
+    assert f"{bench.model_batching_gain:.2f}x, what batching gains in the model itself" in text
     assert bench.http_stack.split(", ")[0] in ("h11", "httptools") and f"uvicorn ({bench.http_stack})" in text
-    assert json.loads(json.dumps(bench.to_dict()))["batching_ceiling"] == bench.batching_ceiling
+    assert json.loads(json.dumps(bench.to_dict()))["model_batching_gain"] == bench.model_batching_gain
 
 
 def test_cli_bench_serve(served, tmp_path, capsys):
@@ -104,7 +104,7 @@ def test_cli_bench_serve(served, tmp_path, capsys):
     assert "req/s" in text and "where a request's time goes" in text and "infer on the same files" not in text
     data = json.loads(out.read_text())
     assert [r["mode"] for r in data["results"]] == ["dynamic"] and data["infer_img_per_s"] is None
-    assert data["model_alone"] == {} and data["batching_ceiling"] is None      # no baseline: not timed
+    assert data["model_alone"] == {} and data["model_batching_gain"] is None      # no baseline: not timed
     assert set(LoadResult.__dataclass_fields__) <= set(data["results"][0])
 
 

@@ -113,20 +113,20 @@ class ServeBench:
     infer_img_per_s: float | None   # median over the infer passes
     infer_passes: list[float] = field(default_factory=list)
     results: list[LoadResult] = field(default_factory=list)
-    # the model call alone (no decoding, no HTTP), img/s at batch 1 and at max_batch: the most
-    # that batching can gain on this machine, whatever the server does
+    # the model call alone (no decoding, no HTTP), img/s at batch 1 and at max_batch: what
+    # batching gains in the model itself on this machine, which bounds what a server gains
     model_alone: dict[int, float] = field(default_factory=dict)
     http_stack: str = ""            # uvicorn's HTTP parser and event loop, as the server announced them
 
     @property
-    def batching_ceiling(self) -> float | None:
+    def model_batching_gain(self) -> float | None:
         one, full = self.model_alone.get(1), self.model_alone.get(self.max_batch)
         return full / one if one and full and self.max_batch != 1 else None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["results"] = [r.to_dict() for r in self.results]
-        d["batching_ceiling"] = self.batching_ceiling
+        d["model_batching_gain"] = self.model_batching_gain
         return d
 
 
@@ -328,8 +328,8 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
     ``max_wait_ms``) and, with ``baseline``, with ``--max-batch 1``; with ``infer``, time
     ``inception infer`` over the same files (``infer_passes`` passes, median). ``serve_args``:
     more ``inception serve`` options for both servers. With the baseline, the model call alone
-    is also timed at batch 1 and ``max_batch`` (``model_steps`` calls each, medians): the
-    ceiling of what batching can gain here."""
+    is also timed at batch 1 and ``max_batch`` (``model_steps`` calls each, medians): what
+    batching gains in the model itself here."""
     if not concurrency or any(c < 1 for c in concurrency):
         raise UserError(f"--concurrency values must be >= 1 (got {list(concurrency)})")
     for name, value in (("--duration", duration), ("--max-batch", max_batch), ("--infer-passes", infer_passes)):
@@ -391,7 +391,7 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
 
 def format_serve(bench: ServeBench) -> str:
     """The load table, where the time goes, and the ratios."""
-    extra = "".join(f" {a}" for a in bench.serve_args)
+    extra = f", serve options {' '.join(bench.serve_args)}" if bench.serve_args else ""
     head = (f"{Path(bench.model).name} on {bench.runtime} at {bench.image_size} px; {bench.threads} model threads, "
             f"{bench.workers} decode workers{extra}; uvicorn ({bench.http_stack or '?'}); {bench.images_source}; "
             f"{bench.duration:g} s per level; torch "
@@ -419,11 +419,11 @@ def format_serve(bench: ServeBench) -> str:
             if r.mode == "dynamic":
                 lines.append(f"  dynamic batching at concurrency {r.concurrency}: "
                              f"{100 * r.img_per_s / bench.infer_img_per_s:.0f}% of infer's img/s")
-    if bench.batching_ceiling:
+    if bench.model_batching_gain:
         one, full = bench.model_alone[1], bench.model_alone[bench.max_batch]
-        lines.append(f"the model alone (no decoding, no HTTP; median of the calls): batch 1 {one:,.1f} img/s, batch "
-                     f"{bench.max_batch} {full:,.1f} img/s: {bench.batching_ceiling:.2f}x, the most any batching can "
-                     "gain over --max-batch 1 here")
+        lines.append(f"the model call alone (no decoding, no HTTP; medians): batch 1 {one:,.1f} img/s, batch "
+                     f"{bench.max_batch} {full:,.1f} img/s: {bench.model_batching_gain:.2f}x, what batching gains "
+                     "in the model itself here (a server's per-call costs, amortised too, add a little to it)")
     mism = sum(r.mismatches for r in bench.results)
     if bench.infer_passes:
         lines.append(f"answers checked against infer's top-1: {mism} differ")
