@@ -347,3 +347,15 @@ def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["smoke"] and [r["step"] for r in doc["rows"]] == list(STEPS)
     assert doc["rows"][-1]["values"]["steps"] >= 1
+
+
+def test_align_table_and_percentile():
+    from inception.bench.common import align_table, percentile
+
+    text = align_table([("model", "img/s", "note"), ("googlenet", "1,234.5", "x"), ("v3", "7.0", "long note")],
+                       left=(0, 2))
+    assert text.split("\n") == ["model        img/s  note",
+                                "googlenet  1,234.5  x",
+                                "v3             7.0  long note"]
+    assert not any(line.endswith(" ") for line in text.split("\n")) and align_table([]) == ""
+    assert percentile([3.0], 90) == 3.0 and percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5

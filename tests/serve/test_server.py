@@ -3,7 +3,6 @@ against `inception infer`, then SIGTERM under load: the requests in flight are a
 none that the server accepted is lost, and it exits 0."""
 
 import asyncio
-import os
 import re
 import signal
 import socket
@@ -15,17 +14,11 @@ import httpx
 import numpy as np
 import pytest
 
-import inception
 from inception.infer import load_predictor, run_inference
 from inception.serve import ServerProcess
 from inception.serve.server import bind
 
 CLIENTS = 6
-
-
-def _env() -> dict:
-    src = str(Path(inception.__file__).resolve().parents[1])       # this checkout, not another install
-    return {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def test_real_server_concurrent_clients_and_sigterm_drain(served):
@@ -34,7 +27,7 @@ def test_real_server_concurrent_clients_and_sigterm_drain(served):
     images = served["images"]
     # a long max wait keeps requests queued, so that SIGTERM finds some in flight
     args = ["--max-batch", "16", "--max-wait-ms", "250", "--threads", "1", "--workers", "2", "--no-access-log"]
-    server = ServerProcess(served["onnx"], args=args, env=_env())
+    server = ServerProcess(served["onnx"], args=args)
     url = server.start()
     records, lock = [], threading.Lock()
     stop = threading.Event()
@@ -101,7 +94,7 @@ def test_real_server_concurrent_clients_and_sigterm_drain(served):
 
 @pytest.mark.slow
 def test_ctrl_c_also_stops_the_server(served):
-    server = ServerProcess(served["onnx"], args=["--no-access-log"], env=_env())
+    server = ServerProcess(served["onnx"], args=["--no-access-log"])
     try:
         url = server.start()
         assert httpx.get(url + "/v2/health/live", timeout=30).status_code == 200

@@ -22,6 +22,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def align_table(rows: Sequence[Sequence[str]], left: Iterable[int] = (0,)) -> str:
+    """``rows`` (the header first) as text columns two spaces apart: the columns in ``left``
+    flush left, the rest (figures) flush right; no trailing spaces."""
+    left = set(left)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return "\n".join("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     .rstrip() for row in rows)
+
+
 sync = accel.synchronize   # wait for the device's queued work (a no-op on a CPU)
 
 

@@ -52,7 +52,7 @@ from ..engine.loop import compute_loss
 from ..engine.optim import build_optimizer
 from ..errors import UserError
 from ..models import create_model
-from .common import device_label, percentile, sync
+from .common import align_table, device_label, percentile, sync
 
 log = logging.getLogger("inception")
 
@@ -394,10 +394,7 @@ def format_results(results: Sequence[BenchResult], notes: bool = True) -> str:
                      "yes" if r.compile else "no", num(r.img_per_s, ",.1f"), num(r.ms_per_step, ".1f"),
                      num(r.p90_ms, ".1f"), num(r.peak_mem_mb, ",.0f"), num(r.macs_per_image / 1e9, ".2f"),
                      num(r.achieved_tflops, ".3g"), "-" if r.mfu is None else f"{100 * r.mfu:.1f}%"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    left = {0, 1, 4, 5}
-    lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
+    lines = align_table(rows, left=(0, 1, 4, 5)).split("\n")
     devices = sorted({r.device for r in results})
     header = [f"device: {', '.join(devices)}; torch {torch.__version__}"] if devices else []
     footer: list[str] = []

@@ -24,7 +24,7 @@ from ..export import fold_batchnorm, write_model
 from ..infer import TorchPredictor, default_threads, load_predictor
 from ..metadata import model_metadata
 from ..models import create_model
-from .common import percentile
+from .common import align_table, percentile
 
 log = logging.getLogger("inception")
 
@@ -162,15 +162,13 @@ def format_runtime_results(results: Sequence[RuntimeResult]) -> str:
         ratio = "1.00x (baseline)" if r.baseline == f"{r.target} {r.runtime}" else f"{r.ratio:.2f}x"
         rows.append((Path(r.target).name, r.runtime, str(r.batch_size), str(r.image_size), f"{r.img_per_s:,.1f}",
                      f"{r.ms_per_batch:.1f}", f"{r.p90_ms:.1f}", ratio))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             .rstrip() for row in rows]
+    table = align_table(rows, left=(0, 1, 7))
     head = ""
     if results:
         r = results[0]
         head = (f"device: {r.device}, {r.threads} threads; torch {torch.__version__}, onnxruntime "
                 f"{ort_version()}; medians of {r.steps} interleaved rounds\n")
-    return head + "\n".join(lines)
+    return head + table
 
 
 def ort_version() -> str:

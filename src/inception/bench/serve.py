@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import re
 import statistics
 import sys
@@ -45,7 +44,7 @@ from ..infer import default_threads, load_predictor, run_inference
 from ..metadata import model_metadata
 from ..models import create_model, list_models
 from ..serve import ServerProcess
-from .common import percentile
+from .common import align_table, percentile
 from .runtime import bench_runtimes, export_onnx, ort_version
 
 log = logging.getLogger("inception")
@@ -297,12 +296,6 @@ def measure(url: str, bodies: list[tuple[str, bytes]], *, mode: str, max_batch: 
 # --------------------------------------------------------------------------------------
 # The whole benchmark
 
-def _server_env() -> dict[str, str]:
-    """The child server imports this very package (a checkout run with PYTHONPATH included)."""
-    src = str(Path(__file__).resolve().parents[2])
-    return {"PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
-
-
 def _model_file(target: str, workdir: Path, image_size: int | None, num_classes: int) -> Path:
     """A model file as given, or a zoo model's name exported (random weights, BatchNorm
     folded) to ONNX as ``inception export`` would."""
@@ -375,7 +368,7 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
         for mode, batch in modes:
             args = ["--max-batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--threads", str(threads),
                     "--workers", str(workers), "--runtime", runtime, "--no-access-log", *serve_args]
-            with ServerProcess(model_path, args=args, env=_server_env()) as server:
+            with ServerProcess(model_path, args=args) as server:
                 if m := STACK.search(server.banner or ""):
                     bench.http_stack = f"{m.group(1)}, {m.group(2)}"
                 for c in concurrency:
@@ -403,14 +396,14 @@ def format_serve(bench: ServeBench) -> str:
         ratio = "" if r.ratio is None else ("1.00x (baseline)" if r.mode == "max-batch 1" else f"{r.ratio:.2f}x")
         rows.append((r.mode, str(r.concurrency), f"{r.req_per_s:,.1f}", f"{r.img_per_s:,.1f}", f"{r.p50_ms:.1f}",
                      f"{r.p90_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.mean_batch:.1f}", errs, ratio))
-    table = _align(rows, left=(0, 8, 9))
+    table = align_table(rows, left=(0, 8, 9))
     cols2 = ("mode", "conc", "latency ms", "decode", "queue", "model call", "other server", "HTTP + client")
     rows2 = [cols2]
     for r in bench.results:
         rows2.append((r.mode, str(r.concurrency), f"{r.mean_ms:.1f}", f"{r.decode_ms:.1f}", f"{r.queue_ms:.1f}",
                       f"{r.model_ms:.1f}", f"{r.other_server_ms:.1f}", f"{r.http_ms:.1f}"))
     lines = [head, "", table, "", "where a request's time goes (means, ms; decode and queue per image, the model "
-             "call per batch):", _align(rows2, left=(0,))]
+             "call per batch):", align_table(rows2, left=(0,))]
     if bench.infer_img_per_s:
         lines += ["", f"inception infer on the same files (batch {bench.max_batch}, {bench.threads} threads, "
                       f"{bench.workers} workers): {bench.infer_img_per_s:,.1f} img/s (median of "
@@ -428,10 +421,3 @@ def format_serve(bench: ServeBench) -> str:
     if bench.infer_passes:
         lines.append(f"answers checked against infer's top-1: {mism} differ")
     return "\n".join(lines)
-
-
-def _align(rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     .rstrip() for row in rows)
-

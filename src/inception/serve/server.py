@@ -176,14 +176,17 @@ class ServerProcess:
     once it answers ``/v2/health/ready``; ``stop()`` sends SIGTERM and waits.
 
     ``args`` are more ``inception serve`` options (``["--max-batch", "8"]``); ``env`` is
-    added to this process's environment. Its stdout and stderr are kept (``stdout``,
-    ``stderr``)."""
+    added to this process's environment. The child imports this very ``inception`` package
+    (its folder leads ``PYTHONPATH``), not another install. Its stdout and stderr are kept
+    (``stdout``, ``stderr``)."""
 
     def __init__(self, model: str | Path, *, host: str = "127.0.0.1", port: int = 0, args: Sequence[str] = (),
                  env: dict[str, str] | None = None, python: str = sys.executable) -> None:
         self.command = [python, "-m", "inception", "serve", "--model", str(model), "--host", host, "--port", str(port),
                         *args]
         self.env = {**os.environ, **(env or {})}
+        package_root = str(Path(__file__).resolve().parents[2])
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, self.env.get("PYTHONPATH", "")) if p)
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.banner: str | None = None     # the line it printed on start ("serving ... at URL ...")
