@@ -41,8 +41,9 @@ log = logging.getLogger("inception")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # uvicorn's HTTP parsers and event loops: the C ones (httptools, uvloop) when installed
-HTTP_IMPLS = {"h11": "h11", "httptools": "httptools"}
-LOOP_IMPLS = {"asyncio": "asyncio", "uvloop": "uvloop"}
+# (each is also the name of the module it needs)
+HTTP_IMPLS = ("h11", "httptools")
+LOOP_IMPLS = ("asyncio", "uvloop")
 URL_LINE = re.compile(r"serving .* at (http://\S+)")
 
 
@@ -88,12 +89,12 @@ def uvicorn_impls(http: str = "auto", loop: str = "auto") -> tuple[str, str]:
     for flag, value, impls, fallback in (("--http", http, HTTP_IMPLS, "h11"), ("--loop", loop, LOOP_IMPLS, "asyncio")):
         fast = next(k for k in impls if k != fallback)
         if value == "auto":
-            value = fast if importlib.util.find_spec(impls[fast]) is not None and not (
+            value = fast if importlib.util.find_spec(fast) is not None and not (
                 fast == "uvloop" and sys.platform == "win32") else fallback
         elif value not in impls:
             raise UserError(f"{flag} '{value}' is not valid; choose from: auto, {', '.join(impls)}")
-        elif importlib.util.find_spec(impls[value]) is None:
-            raise UserError(f"{flag} {value} needs the '{impls[value]}' package: pip install {impls[value]} (or "
+        elif importlib.util.find_spec(value) is None:
+            raise UserError(f"{flag} {value} needs the '{value}' package: pip install {value} (or "
                             f"{flag} {fallback})")
         out.append(value)
     return out[0], out[1]
