@@ -113,7 +113,7 @@ class ServeBench:
     infer_passes: list[float] = field(default_factory=list)
     results: list[LoadResult] = field(default_factory=list)
     # the model call alone (no decoding, no HTTP), img/s at batch 1 and at max_batch: what
-    # batching gains in the model itself on this machine, which bounds what a server gains
+    # batching gains in the model itself on this machine, which a server's gain can only slightly exceed
     model_alone: dict[int, float] = field(default_factory=dict)
     http_stack: str = ""            # uvicorn's HTTP parser and event loop, as the server announced them
 
