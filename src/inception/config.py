@@ -145,6 +145,10 @@ class ScheduleCfg:
                                     "before the cosine decay", ge=0, lt=1)
 
 
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)   # torch.compile's modes
+
+
 @dataclass
 class TrainCfg:
     epochs: int = _f(10, "training epochs", ge=1)
@@ -166,13 +170,22 @@ class TrainCfg:
                                          "steps) from train.loss_scale, as PaddleClas's use_dynamic_loss_scaling "
                                          "and MindSpore's is_dynamic_loss_scale do")
     channels_last: bool | None = _f(None, "NHWC memory format; default: on for CUDA")
-    compile: bool = _f(False, "torch.compile the model")
+    compile: bool | None = _f(
+        None, "torch.compile the training step (forward and loss in one graph, backward traced with it); a batch of "
+        "another shape runs eagerly; default (null): on for CUDA, off elsewhere (see `inception bench model "
+        "--compile`)")
+    compile_mode: CompileMode = _f(
+        "default", "torch.compile mode of the training step: reduce-overhead replays it as CUDA graphs; max-autotune "
+        "also tunes kernels (long compilation)")
     sync_bn: bool = _f(False, "distributed: synchronise BatchNorm statistics across processes")
     time_limit: str | None = _f(None, "stop cleanly after this wall time (3600, 90m, 1h30m, 2h): checkpoint, "
                                       "evaluate, print the epoch reached, loss and top-1/top-5; resume to go on")
     tensorboard: bool = _f(False, "also log the metrics to RUN/tensorboard (needs `pip install tensorboard`)")
     max_bad_steps: int = _f(
         10, "stop after this many consecutive steps with a NaN/Inf loss (each one is skipped, not applied)", ge=1)
+    tta_flip: bool = _f(
+        False, "evaluate each image and its horizontal mirror and average the logits (test-time augmentation; twice "
+        "the eval compute); `inception eval` does the same unless told --no-tta-flip")
     ema_decay: float | None = _f(
         None, "keep an exponential moving average of the weights and BatchNorm statistics, updated after every "
         "optimizer step with this decay (e.g. 0.999; null = off); evaluated beside the model (ema_val_* in "
@@ -224,6 +237,7 @@ APPLIES_WHEN: dict[str, tuple[str, tuple]] = {
     "schedule.flat_fraction": ("schedule.name", ("flat_cosine",)),
     "train.loss_scale": ("train.precision", ("fp16",)),
     "train.dynamic_loss_scale": ("train.precision", ("fp16",)),
+    "train.compile_mode": ("train.compile", (True, None)),
 }
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}

@@ -38,9 +38,10 @@ import re
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -48,8 +49,8 @@ from .. import accel
 from ..accel import resolve_device
 from ..config import OptimCfg
 from ..engine.amp import Precision
-from ..engine.loop import compute_loss
 from ..engine.optim import build_optimizer
+from ..engine.step import TrainStep, check_compile_mode, compute_loss
 from ..errors import UserError
 from ..models import create_model
 from .common import align_table, device_label, percentile, sync
@@ -59,6 +60,11 @@ log = logging.getLogger("inception")
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUX_WEIGHT = 0.3   # the loss weight of auxiliary heads, as in the default config
+PEERS = ("torchvision", "timm")
+# The peers' own builds of our architectures: (library, model function or timm name).
+PEER_MODELS = {("torchvision", "googlenet"): "googlenet", ("torchvision", "inception_v3"): "inception_v3",
+               ("timm", "inception_v3"): "inception_v3", ("timm", "inception_v4"): "inception_v4",
+               ("timm", "inception_resnet_v2"): "inception_resnet_v2"}
 
 @dataclass
 class BenchResult:
@@ -85,6 +91,11 @@ class BenchResult:
     steps: int                      # timed steps
     warmup: int                     # untimed steps before them
     compile_s: float | None         # wall time of the first (compiling) step, when compile=True
+    implementation: str = "inception"   # or the peer: "torchvision", "timm"
+    step: str = ""                  # how the step ran: "eager", "compiled step (...)", a peer's plain loop
+    compile_mode: str | None = None
+    graph_breaks: int | None = None     # torch.compile's graph breaks (compile=True)
+    profile: dict | None = None     # where the time of a step goes (profile=True; GPUs)
     step_ms: list[float] = field(default_factory=list, repr=False)   # every timed step
     notes: list[str] = field(default_factory=list)
 
@@ -211,26 +222,56 @@ def _check_args(mode: str, precision: str, batch_size: int, steps: int, warmup: 
             raise UserError(f"bench {name} must be an integer >= {low}, got {value!r}")
 
 
+def _peer_model(peer: str, model_name: str, num_classes: int, options: dict) -> nn.Module:
+    """The peer library's own build of ``model_name`` (random weights), with the same
+    auxiliary heads as ours (``aux_logits``)."""
+    name = PEER_MODELS.get((peer, model_name))
+    if peer not in PEERS:
+        raise UserError(f"peer '{peer}' is not known; choose {' or '.join(PEERS)}")
+    if name is None:
+        have = sorted(m for p, m in PEER_MODELS if p == peer)
+        raise UserError(f"{peer} has no {model_name}; its peers here: {', '.join(have)}")
+    aux = bool(options.get("aux_logits", False))
+    if peer == "torchvision":
+        return getattr(torchvision.models, name)(num_classes=num_classes, aux_logits=aux, init_weights=True)
+    try:
+        import timm  # noqa: PLC0415 - optional (the dev extra): only the timm peer needs it
+    except ModuleNotFoundError:
+        raise UserError("the timm peer needs timm: pip install timm") from None
+    return timm.create_model(name, num_classes=num_classes, pretrained=False)
+
+
 def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, image_size: int | None = None,
-                precision: str = "fp32", compile: bool = False, device: str | torch.device = "auto",
-                channels_last: bool | None = None, steps: int = 20, warmup: int = 5, num_classes: int = 1000,
-                peak_tflops: float | None = None, model_options: dict | None = None) -> BenchResult:
+                precision: str = "fp32", compile: bool = False, compile_mode: str = "default",
+                device: str | torch.device = "auto", channels_last: bool | None = None, steps: int = 20,
+                warmup: int = 5, num_classes: int = 1000, peak_tflops: float | None = None,
+                model_options: dict | None = None, peer: str | None = None, profile: bool = False) -> BenchResult:
     """Throughput of ``model_name`` on synthetic data (see the module docstring for the method).
 
     Args:
-        mode: ``train`` (forward and loss under autocast, backward, SGD-momentum step; fp16
-            with a GradScaler) or ``infer`` (eval mode, ``torch.inference_mode``).
+        mode: ``train`` (the trainer's own step, :class:`~inception.engine.step.TrainStep`:
+            forward and loss under autocast, backward, fused SGD-momentum step on CUDA, the
+            non-finite-gradient guard; fp16 with a GradScaler) or ``infer`` (eval mode,
+            ``torch.inference_mode``).
         image_size: square input side; default the model's own input size.
         precision: ``fp32``, or ``bf16`` / ``fp16`` autocast (BatchNorm and the loss stay fp32).
-        compile: wrap the model in ``torch.compile``; the compile time is ``compile_s`` and is
-            not part of the figures (at least one warmup step is run).
+        compile: ``torch.compile`` the step as the trainer does (forward and loss in one graph);
+            the compile time is ``compile_s`` and is not part of the figures (at least one
+            warmup step is run). ``compile_mode``: ``torch.compile``'s mode
+            (``reduce-overhead``: CUDA graphs).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``npu`` or ``npu:N``.
         channels_last: NHWC model and inputs; default on for CUDA.
         steps, warmup: timed steps, and untimed steps before them.
         peak_tflops: the device's peak for this precision, overriding :func:`peak_flops`.
         model_options: options for ``create_model`` (``{"aux_logits": True}``...).
+        peer: time the same architecture as ``torchvision`` or ``timm`` builds it, in the plain
+            loop their users write (``torch.compile(model)`` with ``compile``, the loss outside,
+            ``torch.optim.SGD``): the baseline our figures are held against.
+        profile: also run 5 steps under ``torch.profiler`` and say where a step's time goes
+            (``profile``: kernels by kind, and how much of the step the device is idle).
     """
     _check_args(mode, precision, batch_size, steps, warmup, num_classes)
+    check_compile_mode(compile_mode)
     if peak_tflops is not None and not peak_tflops > 0:
         raise UserError(f"peak_tflops must be positive, got {peak_tflops}")
     options = dict(model_options or {})
@@ -241,32 +282,38 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
         warmup = 1
     notes: list[str] = []
 
-    model = create_model(model_name, num_classes=num_classes, **options)
-    dc = model.data_config
+    ours = create_model(model_name, num_classes=num_classes, **options)
+    dc = ours.data_config
+    model = ours if peer is None else _peer_model(peer, model_name, num_classes, options)
     size = image_size or dc.input_size[1]
     if size < dc.min_input_size:
         raise UserError(f"image size {size} is below {model_name}'s minimum {dc.min_input_size}; "
                         f"use --image-size {dc.min_input_size} or more")
-    log.info("bench %s %s: batch %d, %dx%d, %s%s on %s, %d+%d steps", model_name, mode, batch_size, size, size,
-             precision, ", compiled" if compile else "", dev, warmup, steps)
+    log.info("bench %s%s %s: batch %d, %dx%d, %s%s on %s, %d+%d steps", model_name, f" ({peer})" if peer else "",
+             mode, batch_size, size, size, precision, f", compiled ({compile_mode})" if compile else "", dev, warmup,
+             steps)
     accel.check_precision(dev, precision)
     try:   # a free meta-device forward: also runs the model's input checks (v3's aux head needs 299)
         macs = forward_macs(model_name, size, train=train, num_classes=num_classes, model_options=options)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if train and getattr(model, "aux_logits", False):
+    if train and getattr(ours, "aux_logits", False):
         notes.append("MACs include the auxiliary heads (they run in train mode)")
+    if peer is not None:
+        notes.append(f"{peer}'s {model_name}: its own model in a plain loop ("
+                     f"{'torch.compile(model), ' if compile else ''}loss outside, torch.optim.SGD); MACs are ours")
+    del ours
 
     restore = accel.tune_for_speed(dev)   # as the trainer sets them
     try:
-        step_ms, wall_s, compile_s, peak_mem, skipped = _run_steps(
-            model, dev, train=train, batch_size=batch_size, size=size, precision=precision, compile=compile,
-            channels_last=channels_last, steps=steps, warmup=warmup, num_classes=num_classes,
-            what=f"{model_name} ({mode}, batch {batch_size}, {size}x{size}, {precision})")
+        run = _run_steps(model, dev, train=train, batch_size=batch_size, size=size, precision=precision,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last, steps=steps,
+                         warmup=warmup, num_classes=num_classes, peer=peer, profile=profile,
+                         what=f"{model_name} ({mode}, batch {batch_size}, {size}x{size}, {precision})")
     finally:
         restore()
 
-    median_ms = statistics.median(step_ms)
+    median_ms = statistics.median(run.step_ms)
     img_per_s = batch_size / (median_ms / 1000)
     flops_per_image = (3 if train else 1) * 2 * macs
     achieved = flops_per_image * img_per_s / 1e12
@@ -282,29 +329,46 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
         notes.append(f"peak {peak_tflops:g} TFLOPS: given")
     if dev.type == "cuda" and precision == "fp32":
         notes.append("fp32 convolutions and matmuls run as TF32, as in training")
-    if skipped:
-        notes.append(f"the fp16 loss scaler skipped {skipped} of the timed optimizer steps (inf gradients)")
-    if compile_s is not None:
-        notes.append(f"torch.compile took {compile_s:.1f} s (first step, excluded)")
-    if peak_mem is None:
+    if run.skipped:
+        notes.append(f"the fp16 loss scaler skipped {run.skipped} of the timed optimizer steps (inf gradients)")
+    if run.compile_s is not None:
+        notes.append(f"torch.compile took {run.compile_s:.1f} s (first step, excluded); "
+                     f"{run.graph_breaks} graph break(s)")
+    if run.peak_mem is None:
         notes.append(f"peak memory is not measured on {dev.type}")
 
     return BenchResult(
         model=model_name, mode=mode, batch_size=batch_size, image_size=size, precision=precision,
         compile=compile, channels_last=channels_last, device=device_label(dev),
-        img_per_s=img_per_s, ms_per_step=median_ms, p90_ms=percentile(step_ms, 90),
-        wall_img_per_s=batch_size * steps / wall_s, peak_mem_mb=peak_mem, macs_per_image=macs,
+        img_per_s=img_per_s, ms_per_step=median_ms, p90_ms=percentile(run.step_ms, 90),
+        wall_img_per_s=batch_size * steps / run.wall_s, peak_mem_mb=run.peak_mem, macs_per_image=macs,
         flops_per_image=flops_per_image, achieved_tflops=achieved, peak_tflops=peak_tflops,
         mfu=achieved / peak_tflops if peak_tflops else None, steps=steps, warmup=warmup,
-        compile_s=compile_s, step_ms=step_ms, notes=notes)
+        compile_s=run.compile_s, implementation=peer or "inception", step=run.what,
+        compile_mode=compile_mode if compile else None, graph_breaks=run.graph_breaks, profile=run.profile,
+        step_ms=run.step_ms, notes=notes)
+
+
+@dataclass
+class _Run:
+    step_ms: list[float]            # every timed step
+    wall_s: float                   # the timed window's wall time
+    compile_s: float | None
+    peak_mem: float | None          # MiB; None on a CPU
+    skipped: int                    # optimizer steps the fp16 scaler skipped
+    what: str                       # how the step ran
+    graph_breaks: int | None
+    profile: dict | None
+
+
+def _graph_breaks() -> int:
+    from torch._dynamo.utils import counters  # noqa: PLC0415 - torch._dynamo is slow to import; compile only
+    return sum(counters["graph_break"].values())
 
 
 def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: int, size: int, precision: str,
-               compile: bool, channels_last: bool, steps: int, warmup: int, num_classes: int,
-               what: str) -> tuple[list[float], float, float | None, float | None, int]:
-    """Per-step times (ms) of the timed steps, the timed window's wall time (s), the compile
-    time (s), the device's peak memory (MiB; None on a CPU) and the optimizer steps the fp16
-    scaler skipped."""
+               compile: bool, compile_mode: str, channels_last: bool, steps: int, warmup: int, num_classes: int,
+               peer: str | None, profile: bool, what: str) -> _Run:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format)
     model.train(train)
@@ -312,32 +376,44 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
     images = torch.randn(batch_size, _in_channels(model), size, size, generator=gen)
     images = images.to(dev).contiguous(memory_format=memory_format)
     target = torch.randint(0, num_classes, (batch_size,), generator=gen).to(dev)
-    amp = Precision(precision, dev)   # the trainer's autocast and fp16 loss scaling
-    run = torch.compile(model) if compile else model
-
-    if train:
-        # A tiny lr: the same work as any lr, but the weights stay put on the synthetic batch.
-        optimizer = build_optimizer(model, OptimCfg(name="sgd", lr=1e-12, momentum=0.9, weight_decay=1e-4), dev)
-        criterion = nn.CrossEntropyLoss()
-        params = list(model.parameters())
+    options = {} if compile_mode == "default" else {"mode": compile_mode}
+    criterion = nn.CrossEntropyLoss()
+    amp = Precision(precision, dev, guard=peer is None)   # the trainer's autocast, fp16 scaling, non-finite guard
+    # A tiny lr: the same work as any lr, but the weights stay put on the synthetic batch.
+    sgd = OptimCfg(name="sgd", lr=1e-12, momentum=0.9, weight_decay=1e-4)
+    if train and peer is None:
+        train_step = TrainStep(model, criterion, amp, build_optimizer(model, sgd, dev), list(model.parameters()),
+                               aux_weight=AUX_WEIGHT, compile=compile, compile_mode=compile_mode)
 
         def step() -> None:
+            train_step(images, target)
+        how = train_step.what
+    elif train:    # the peer's plain loop
+        run = torch.compile(model, **options) if compile else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum,
+                                    weight_decay=sgd.weight_decay)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
             with amp.autocast():
                 loss, _ = compute_loss(run(images), target, criterion, AUX_WEIGHT)
-            optimizer.zero_grad(set_to_none=True)
             amp.backward(loss)
-            amp.step(optimizer, params, None)
-        context = contextlib.nullcontext
+            amp.step(optimizer, None, None)
+        how = f"plain loop, {'torch.compile(model)' if compile else 'eager'}"
     else:
+        run = torch.compile(model, **options) if compile else model
+
         def step() -> None:
             with amp.autocast():
                 run(images)
-        context = torch.inference_mode
-    scaler = amp.scaler if train else None
+        how = f"compiled forward (torch.compile mode {compile_mode})" if compile else "eager"
+    context = contextlib.nullcontext if train else torch.inference_mode
+    scaler = amp.scaler if train and precision == "fp16" else None
 
     accel.reset_peak_memory(dev)
     new_event = accel.timing_event(dev)
     compile_s = None
+    breaks = _graph_breaks() if compile else None
     try:
         with context():
             for i in range(warmup):
@@ -367,31 +443,115 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
                     sync(dev)
                     step_ms.append(1000 * (time.perf_counter() - start))
                 wall_s = time.perf_counter() - window
+            profiled = None
+            if profile:
+                try:
+                    profiled = _profile(step, dev, statistics.median(step_ms))
+                except Exception as e:    # the profiler is a diagnosis: its failure must not cost the figures
+                    log.warning("profiling failed: %s: %s", type(e).__name__, e)
     except accel.OutOfMemoryError:
         raise UserError(f"{what} does not fit in the {dev.type.upper()} device's memory; lower --batch-size") from None
     peak = accel.peak_memory(dev)
     peak_mem = peak / 2**20 if peak is not None else None
     # Each inf/NaN gradient halves the scale and skips that step (growth needs 2,000 clean steps).
     skipped = round(math.log2(scale / scaler.get_scale())) if scale is not None else 0
-    return step_ms, wall_s, compile_s, peak_mem, max(skipped, 0)
+    return _Run(step_ms=step_ms, wall_s=wall_s, compile_s=compile_s, peak_mem=peak_mem, skipped=max(skipped, 0),
+                what=how, graph_breaks=_graph_breaks() - breaks if compile else None, profile=profiled)
+
+
+# Kernel kinds of a profile, by the first pattern found in the kernel's name (lower case).
+KERNEL_KINDS = (
+    ("convolution", ("conv", "cudnn", "xmma", "implicit_gemm", "wgrad", "dgrad", "fprop", "cutlass", "sm90_", "nchw",
+                     "nhwc")),
+    ("batchnorm", ("batch_norm", "batchnorm", "bn_")),
+    ("fused (inductor/triton)", ("triton",)),
+    ("concatenation", ("cat", "concat")),
+    ("pooling", ("pool",)),
+    ("optimizer", ("sgd", "multi_tensor", "foreach", "adam", "non_finite")),
+    ("matmul", ("gemm", "gemv", "matmul")),
+    ("elementwise / copies", ("elementwise", "copy", "fill", "reduce", "softmax", "nll", "relu", "threshold")),
+)
+PROFILE_STEPS = 5
+
+
+def _profile(step: Callable[[], None], dev: torch.device, step_ms: float) -> dict | None:
+    """Run :data:`PROFILE_STEPS` steps under ``torch.profiler``: the device's kernel time per
+    step by kind (:data:`KERNEL_KINDS`), how much of a step the device sits idle (the host
+    launching too slowly: what CUDA graphs remove), the host's time per step, and the top
+    kernels. None on a device the profiler does not trace (CPU: every op is host time)."""
+    if dev.type != "cuda":
+        return None
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(PROFILE_STEPS):
+            step()
+        host_ms = 1000 * (time.perf_counter() - start) / PROFILE_STEPS
+        sync(dev)
+    kinds: dict[str, float] = {}
+    kernels: list[tuple[float, int, str]] = []
+    for evt in prof.key_averages():
+        if evt.device_type != torch.autograd.DeviceType.CUDA:     # kernels (and memcpy/memset) run on the device
+            continue
+        device_us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        if not device_us:
+            continue
+        name = evt.key.lower()
+        kind = next((k for k, pats in KERNEL_KINDS if any(p in name for p in pats)), "other")
+        ms = device_us / 1000 / PROFILE_STEPS
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+        kernels.append((ms, evt.count // PROFILE_STEPS, evt.key))
+    busy = sum(kinds.values())
+    kernels.sort(reverse=True)
+    return {"steps": PROFILE_STEPS, "step_ms": step_ms, "device_busy_ms": busy,
+            "device_idle_pct": max(0.0, 100 * (1 - busy / step_ms)) if step_ms else None,
+            "host_ms_per_step": host_ms, "kernels_per_step": sum(k[1] for k in kernels),
+            "by_kind_ms": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+            "top_kernels": [{"ms": round(ms, 3), "calls": calls, "name": name[:120]}
+                            for ms, calls, name in kernels[:15]]}
+
+
+def format_profile(r: BenchResult) -> str:
+    """Where a step's time goes, from ``r.profile``, as a few lines of text."""
+    p = r.profile
+    if not p:
+        return ""
+    lines = [f"profile of {r.model}{'' if r.implementation == 'inception' else f' ({r.implementation})'} "
+             f"{r.mode}, batch {r.batch_size}, {r.step} ({p['steps']} steps under torch.profiler): step "
+             f"{p['step_ms']:.1f} ms, device busy {p['device_busy_ms']:.1f} ms (idle {p['device_idle_pct']:.0f}%), "
+             f"host {p['host_ms_per_step']:.1f} ms to launch a step, {p['kernels_per_step']} kernels per step"]
+    lines += [f"  {kind:<26} {ms:8.2f} ms  {100 * ms / max(p['device_busy_ms'], 1e-9):5.1f}%"
+              for kind, ms in p["by_kind_ms"].items()]
+    lines.append("  top kernels (ms per step, calls per step):")
+    lines += [f"    {k['ms']:8.3f} ms  x{k['calls']:<4} {k['name']}" for k in p["top_kernels"]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
 # Report
 
-COLUMNS = ("model", "mode", "batch", "size", "precision", "compile", "img/s", "ms/step", "p90 ms", "peak MB",
-           "GMACs/img", "TFLOPS", "MFU")
+COLUMNS = ("model", "mode", "batch", "size", "precision", "compile", "img/s", "ratio", "ms/step", "p90 ms",
+           "peak MB", "GMACs/img", "TFLOPS", "MFU")
+
+
+def _label(r: BenchResult) -> str:
+    return r.model if r.implementation == "inception" else f"{r.model} ({r.implementation})"
 
 
 def format_results(results: Sequence[BenchResult], notes: bool = True) -> str:
-    """An aligned table of ``results``, headed by the device(s), with each result's notes below."""
+    """An aligned table of ``results``, headed by the device(s), with each result's notes, how
+    each step ran and any profile below. ``ratio``: img/s against the first result of the same
+    model, mode, batch, size and precision (measured side by side in the same run)."""
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     rows = [COLUMNS]
+    first: dict[tuple, BenchResult] = {}
     for r in results:
-        rows.append((r.model, r.mode, str(r.batch_size), str(r.image_size), r.precision,
-                     "yes" if r.compile else "no", num(r.img_per_s, ",.1f"), num(r.ms_per_step, ".1f"),
+        base = first.setdefault((r.model, r.mode, r.batch_size, r.image_size, r.precision), r)
+        rows.append((_label(r), r.mode, str(r.batch_size), str(r.image_size), r.precision,
+                     r.compile_mode or "yes" if r.compile else "no", num(r.img_per_s, ",.1f"),
+                     f"{r.img_per_s / base.img_per_s:.2f}x", num(r.ms_per_step, ".1f"),
                      num(r.p90_ms, ".1f"), num(r.peak_mem_mb, ",.0f"), num(r.macs_per_image / 1e9, ".2f"),
                      num(r.achieved_tflops, ".3g"), "-" if r.mfu is None else f"{100 * r.mfu:.1f}%"))
     lines = align_table(rows, left=(0, 1, 4, 5)).split("\n")
@@ -401,8 +561,9 @@ def format_results(results: Sequence[BenchResult], notes: bool = True) -> str:
     if notes:
         seen: set[str] = set()
         for r in results:
-            for n in r.notes:
+            for n in r.notes + ([f"{_label(r)} {r.mode}: {r.step}"] if r.step else []):
                 if n not in seen:
                     seen.add(n)
                     footer.append(f"note: {n}")
+        footer += [format_profile(r) for r in results if r.profile]
     return "\n".join(header + lines + footer)

@@ -1,76 +1,95 @@
-"""``inception bench gpu-report``: every GPU figure the README promises, in one run, as one
-Markdown table ready to paste into the README.
+"""``inception bench gpu-report``: every GPU figure the README promises, with its peers, in one
+run that fits a short GPU window, as a Markdown table (and JSON) written as each step ends.
 
-The steps (:data:`STEPS`), each a row of the table with the command that reproduces it:
+The steps (:data:`STEPS`), most important first; each is a row of the table with the command
+that reproduces it:
 
-1. GoogLeNet training at 224, bf16: img/s, ms/step, MFU, peak memory (eager, then with
-   ``torch.compile``);
-2. Inception v4 training at 299, bf16 (eager, then compiled);
-3. the input pipeline at 224 with 16 workers against the torchvision baseline, then with the
-   JPEGs decoded on the GPU, each set against GoogLeNet's training img/s (input- or
-   compute-bound);
-4. ONNX Runtime's CUDA provider against PyTorch eager, inference at batch 1 and 64 (a note
-   when onnxruntime has no CUDAExecutionProvider);
-5. the fast CIFAR-10 recipe (``googlenet_cifar10_fast``) trained to its accuracy, with its
-   wall time.
+1. ``googlenet``: GoogLeNet training at 224, bf16, eager, against torchvision's GoogLeNet in a
+   plain loop, side by side; 5 steps profiled (where a step's time goes, how idle the GPU is);
+2. ``googlenet-compiled``: the same with the trainer's compiled step, against torchvision +
+   ``torch.compile(model)``;
+3. ``cifar``: the fast CIFAR-10 recipe (``googlenet_cifar10_fast``) trained to its accuracy,
+   timed from the command's start (imports, data loading and compilation included);
+4. ``inception-v4``, ``inception-v4-compiled``: Inception v4 training at 299 against timm's;
+5. ``photos``: ``inception train`` end to end on real JPEG photos (at least 10,000: re-encoded,
+   flipped and cropped copies of the image data's photos, made in a temporary folder), with
+   JPEGs decoded on the GPU, against the same step fed by torchvision's ImageFolder + PIL
+   DataLoader and against the synthetic-data figure of step 1; epochs after the first only;
+6. ``googlenet-cudagraphs``: the compiled step replayed as CUDA graphs (``reduce-overhead``);
+7. ``onnxruntime``: ONNX Runtime's CUDA provider against PyTorch eager, inference.
 
-It is sized to finish in under 30 minutes on one H100 (the CIFAR recipe, at most 10 of them
-by its target, and two compilations take most of it; ``quick=True``: fewer timed steps and
-rounds, and 5 epochs of the CIFAR recipe). Without CUDA the same steps run in a tiny form
-(small images, a few steps, 2 workers, fp32, no compilation, a few images of each dataset,
-the CIFAR recipe for one short epoch), so the code paths are checked in well under a minute
-on a CPU; the table then says that its figures are CPU smoke figures, not GPU ones.
+Each step runs as its own ``python -m inception ...`` process with a time limit (a compilation
+cannot be interrupted in-process), inside the report's overall ``budget``: a step that would
+start with too little of it left is skipped and says so, so a cut run keeps every figure it
+measured. Without CUDA the same steps run in a tiny form (small images, a few steps, fp32, no
+compilation, a few images of each dataset), so the code paths are checked in about a minute on
+a CPU; the table then says that its figures are CPU smoke figures, not GPU ones.
 
-The image data are a folder dataset (``data``), or the train split of an archive of class
-folders, extracted to a temporary folder (default ``../shared/data/imagenette-160.tar.gz``,
-else ``imagewoof-sample.tar.gz``); the CIFAR-10 data are ``cifar`` (default
-``../shared/data/cifar10-jpg.tar.gz``). A step whose data are missing, or that fails, says so in its
-row and the others still run.
+Data (no downloads): ``data`` is a folder dataset or a ``.tar``/``.tar.gz`` of class folders
+(default: ``data/imagewoof-sample.tar.gz`` in the working directory, else
+``../shared/data/imagewoof-sample.tar.gz`` or ``imagenette-160.tar.gz``); ``cifar`` is CIFAR-10
+(default ``data/cifar10-jpg.tar.gz``, else ``../shared/data/cifar10-jpg.tar.gz``). ``data/`` is
+git-ignored, so a GPU machine that receives only the checkout finds them there (``make
+gpu-data`` copies them in). A step whose data are missing says so in its row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import json
 import logging
+import os
+import random
 import shutil
+import signal
+import statistics
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import torch
 import torchvision
+from PIL import Image
 
 from .. import __version__
 from ..accel import resolve_device
-from ..config import load_config
 from ..data.archive import is_archive
 from ..data.folder import is_image_file
-from ..engine.loop import train
 from ..errors import UserError
 from ..utils import atomic_write_text
 from .common import device_label
-from .data import bench_pipeline, data_verdict
-from .model import BenchResult, bench_model
-from .runtime import bench_runtimes, ort_providers, ort_version
+from .runtime import ort_providers, ort_version
 
 log = logging.getLogger("inception")
 
 SHARED_DATA = Path("..") / "shared" / "data"
-IMAGE_ARCHIVES = ("imagenette-160.tar.gz", "imagewoof-sample.tar.gz")
+LOCAL_DATA = Path("data")          # git-ignored: what a GPU machine that gets only the checkout can read
+IMAGE_ARCHIVES = ("imagewoof-sample.tar.gz", "imagenette-160.tar.gz")
 CIFAR_ARCHIVE = "cifar10-jpg.tar.gz"
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "googlenet_cifar10_fast.yaml"
 
-#: The table's rows, in order (the ``step`` column).
-STEPS = ("GoogLeNet training", "GoogLeNet training, torch.compile", "Inception v4 training",
-         "Inception v4 training, torch.compile", "input pipeline vs torchvision", "input pipeline, GPU decode",
-         "ONNX Runtime CUDA inference", "CIFAR-10 fast recipe")
+# (key, the row's title), in the order they run.
+STEPS = (("googlenet", "GoogLeNet training, eager"),
+         ("googlenet-compiled", "GoogLeNet training, compiled"),
+         ("cifar", "CIFAR-10 fast recipe"),
+         ("inception-v4", "Inception v4 training, eager"),
+         ("inception-v4-compiled", "Inception v4 training, compiled"),
+         ("photos", "End to end on real photos"),
+         ("googlenet-cudagraphs", "GoogLeNet training, CUDA graphs"),
+         ("onnxruntime", "ONNX Runtime CUDA inference"))
+STEP_KEYS = tuple(k for k, _ in STEPS)
 
-# The README's targets on one H100 (checked in the full GPU report only).
-TARGETS = {"googlenet": 12_000.0, "inception_v4": 2_000.0, "cifar_top1": 93.4, "cifar_minutes": 10.0}
+# The targets on one H100/H200 (checked in the GPU report only).
+TARGETS = {"googlenet": 12_000.0, "inception_v4": 2_000.0, "vs_peer": 1.25, "cifar_top1": 93.4,
+           "cifar_minutes": 3.0, "photos_vs_synthetic": 0.9, "photos_vs_torchvision": 2.0}
+MIN_STEP_S = 20.0       # a step is not started with less of the budget left
 
 
 @dataclass(frozen=True)
@@ -83,42 +102,43 @@ class Plan:
     inception_v4: tuple[int, int]
     steps: int
     warmup: int
-    compile: bool
-    pipeline_size: int
-    pipeline_batch: int
     workers: int
-    rounds: int
-    pipeline_steps: int
+    photos: int                     # at least this many photos for the end-to-end step
+    photo_size: int                 # its training resolution
+    photo_batch: int
+    photo_epochs: int
     ort_batches: tuple[int, ...]
     ort_steps: int
-    per_class: int | None           # images per class taken from the image data (None: all)
+    per_class: int | None           # photos per class taken from the image data (None: all)
+    limits: dict = field(default_factory=dict)      # step key -> seconds
     cifar_overrides: dict = field(default_factory=dict)
     cifar_per_class: tuple[int, int] | None = None   # (train, test) images per class (None: all)
 
     @classmethod
     def for_device(cls, device: torch.device, *, quick: bool = False, workers: int | None = None) -> "Plan":
-        """The GPU plan on CUDA (``quick``: its short form), else the CPU smoke plan (its steps,
-        ONNX Runtime's CUDA provider and the bf16/compile settings, are CUDA's; elsewhere,
-        an NPU included, ``inception bench model`` measures the device)."""
+        """The GPU plan on CUDA (``quick``: fewer timed steps), else the CPU smoke plan."""
         if device.type != "cuda":
             return cls(smoke=True, precision="fp32", googlenet=(64, 8), inception_v4=(75, 2), steps=3, warmup=1,
-                       compile=False, pipeline_size=64, pipeline_batch=8, workers=2 if workers is None else workers,
-                       rounds=2, pipeline_steps=4, ort_batches=(1, 8), ort_steps=3, per_class=12,
+                       workers=2 if workers is None else workers, photos=48, photo_size=32, photo_batch=8,
+                       photo_epochs=2, ort_batches=(1, 8), ort_steps=3, per_class=12,
+                       limits=dict.fromkeys(STEP_KEYS, 300.0),
                        cifar_overrides={"data.image_size": 16, "train.epochs": 1, "train.batch_size": 16,
-                                        "optim.lr": 0.0125, "train.precision": "fp32",
-                                        "schedule.warmup_epochs": 0, "train.log_interval": 1},
+                                        "optim.lr": 0.0125, "train.precision": "fp32", "schedule.warmup_epochs": 0,
+                                        "train.log_interval": 1, "train.eval_interval": 1},
                        cifar_per_class=(8, 2))
+        limits = {"googlenet": 90, "googlenet-compiled": 240, "cifar": 240, "inception-v4": 90,
+                  "inception-v4-compiled": 300, "photos": 180, "googlenet-cudagraphs": 180, "onnxruntime": 90}
         return cls(smoke=False, precision="bf16", googlenet=(224, 256), inception_v4=(299, 128),
-                   steps=15 if quick else 50, warmup=5 if quick else 10, compile=True, pipeline_size=224,
-                   pipeline_batch=256, workers=16 if workers is None else workers, rounds=2 if quick else 5,
-                   pipeline_steps=30, ort_batches=(1, 64), ort_steps=10 if quick else 30, per_class=None,
-                   cifar_overrides={"train.epochs": 5} if quick else {})
+                   steps=20 if quick else 40, warmup=5 if quick else 10, workers=16 if workers is None else workers,
+                   photos=10_000, photo_size=224, photo_batch=256, photo_epochs=4, ort_batches=(1, 64),
+                   ort_steps=10 if quick else 30, per_class=None, limits={k: float(v) for k, v in limits.items()})
 
 
 @dataclass
 class Row:
+    key: str
     step: str
-    command: str
+    command: str = ""
     figures: str = ""
     seconds: float = 0.0
     values: dict = field(default_factory=dict)     # the raw figures, for --json
@@ -131,17 +151,20 @@ class Report:
     versions: dict
     smoke: bool
     quick: bool
+    budget_s: float
     rows: list[Row]
     command: str = "inception bench gpu-report"
     seconds: float = 0.0
+    finished: bool = False
 
     def to_markdown(self) -> str:
         kind = ("CPU smoke figures (no CUDA device: tiny sizes, a few steps, fp32, no compilation; they check the "
                 "steps run, they are not GPU figures)" if self.smoke else
-                "quick run (fewer steps, CIFAR recipe shortened)" if self.quick else "full run")
+                "quick run (fewer timed steps)" if self.quick else "full run")
+        state = "" if self.finished else "; **still running or cut short**: the rows below are the steps done"
         versions = ", ".join(f"{k} {v}" for k, v in self.versions.items())
-        lines = [f"**GPU report** {self.date}, {self.device}; {versions}; {kind}; "
-                 f"{_duration(self.seconds)} in all (`{self.command}`).", "",
+        lines = [f"**GPU report** {self.date}, {self.device}; {versions}; {kind}; {_duration(self.seconds)} of a "
+                 f"{_duration(self.budget_s)} budget (`{self.command}`){state}.", "",
                  "| step | command | figures |", "|---|---|---|"]
         for r in self.rows:
             lines.append(f"| {_cell(r.step)} | `{_cell(r.command)}` | {_cell(r.figures)} ({r.seconds:.0f} s) |")
@@ -164,9 +187,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
 def _versions() -> dict:
     return {"inception": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "onnxruntime": ort_version()}
+            "onnxruntime": ort_version(), "python": sys.version.split()[0]}
 
 
 # --------------------------------------------------------------------------------------
@@ -207,8 +234,9 @@ def extract_splits(source: Path, dest: Path, splits: dict[str, int | None]) -> s
 
 
 def _candidates(name: str) -> tuple[Path, ...]:
-    """``../shared/data/NAME`` from the working directory, and next to this checkout."""
-    return SHARED_DATA / name, (Path(__file__).resolve().parents[3] / SHARED_DATA / name).resolve()
+    """``data/NAME`` and ``../shared/data/NAME`` from the working directory, then next to this checkout."""
+    here = Path(__file__).resolve().parents[3]
+    return (LOCAL_DATA / name, SHARED_DATA / name, here / LOCAL_DATA / name, (here / SHARED_DATA / name).resolve())
 
 
 def _find(given: str | Path | None, names: tuple[str, ...]) -> Path | None:
@@ -216,26 +244,56 @@ def _find(given: str | Path | None, names: tuple[str, ...]) -> Path | None:
         path = Path(given).expanduser()
         if not path.exists():
             raise UserError(f"'{path}' does not exist; give a folder dataset or a .tar.gz of class folders")
+        if path.is_file() and not is_archive(path):
+            raise UserError(f"'{path}' is neither a folder dataset nor a .tar/.tar.gz archive of class folders")
         return path
     return next((p for name in names for p in _candidates(name) if p.exists()), None)
 
 
-def _image_data(source: Path | None, plan: Plan, workdir: Path) -> tuple[Path | None, str]:
-    """The folder dataset the pipeline steps read (None: no data), and the command line that
-    reads it (``tar xzf ARCHIVE && inception bench data FOLDER`` for an archive)."""
-    if source is None:
-        return None, "inception bench data DIR"
-    if source.is_dir() and plan.per_class is None:
-        return source, f"inception bench data {source}"
-    if source.is_file() and not is_archive(source):
-        raise UserError(f"'{source}' is neither a folder dataset nor a .tar/.tar.gz archive of class folders")
-    log.info("gpu report: reading the train split of %s%s", source,
-             f" ({plan.per_class} images per class)" if plan.per_class else "")
-    # Only train is timed; a few val images let the datasets check the classes, as in training.
-    root = extract_splits(source, workdir / "images", {"train": plan.per_class, "val": 2})
-    if source.is_dir():
-        return workdir / "images", f"inception bench data {source}"
-    return workdir / "images", f"tar xzf {source} && inception bench data {root or '.'}"
+def _variant(job: tuple[str, str, int]) -> str:
+    """One re-encoded copy of a photo: a random crop of 70-100% of each side, flipped half the
+    time, saved as a JPEG of quality 70-95 (seeded by the copy's number)."""
+    src, dest, seed = job
+    rng = random.Random(seed)
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        cw, ch = max(1, int(w * rng.uniform(0.7, 1.0))), max(1, int(h * rng.uniform(0.7, 1.0)))
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        im = im.crop((x, y, x + cw, y + ch))
+        if rng.random() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        im.save(dest, "JPEG", quality=rng.randint(70, 95))
+    return dest
+
+
+def make_photo_set(source: Path, dest: Path, *, at_least: int, per_class: int | None = None,
+                   workers: int = 4) -> dict:
+    """A folder dataset of at least ``at_least`` real JPEG photos in ``dest/train`` (and a few
+    in ``dest/val``): every photo of ``source``'s splits (a folder dataset or an archive of class
+    folders; ``per_class`` of each class at most), then re-encoded, flipped and cropped copies
+    of them until there are enough. Returns ``{"photos", "originals", "copies", "seconds"}``."""
+    start = time.perf_counter()
+    originals = dest / "originals"
+    extract_splits(source, originals, {"train": per_class, "val": per_class})
+    files = sorted(p for p in originals.glob("*/*/*") if p.is_file())
+    if not files:
+        raise UserError(f"'{source}' has no photos in train/<class>/ or val/<class>/")
+    copies = max(1, -(-at_least // len(files)))
+    jobs = []
+    for i, path in enumerate(files):
+        cls = path.parent.name
+        (dest / "train" / cls).mkdir(parents=True, exist_ok=True)
+        jobs += [(str(path), str(dest / "train" / cls / f"{path.stem}-{k}.jpg"), i * copies + k) for k in range(copies)]
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(_variant, jobs, chunksize=32))
+    for cls_dir in sorted((dest / "train").iterdir()):      # a small val split: 2 originals of each class
+        (dest / "val" / cls_dir.name).mkdir(parents=True, exist_ok=True)
+        for path in sorted((originals / "train" / cls_dir.name).glob("*"))[:2] or sorted(
+                (originals / "val" / cls_dir.name).glob("*"))[:2]:
+            shutil.copy(path, dest / "val" / cls_dir.name / path.name)
+    shutil.rmtree(originals)
+    return {"photos": len(jobs), "originals": len(files), "copies": copies, "seconds": time.perf_counter() - start}
 
 
 def _cifar_data(source: Path | None, plan: Plan, workdir: Path) -> Path | None:
@@ -249,172 +307,362 @@ def _cifar_data(source: Path | None, plan: Plan, workdir: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------------------
-# Steps
+# Running one step
 
-def _model_row(step: str, name: str, plan: Plan, device: torch.device, compile: bool) -> tuple[Row, Callable]:
+@dataclass
+class Outcome:
+    rc: int | None              # None: killed at its time limit
+    seconds: float
+    output: str                 # the last lines of its stdout and stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def why(self, limit: float) -> str:
+        if self.rc is None:
+            return f"cut at its {limit:.0f} s time limit"
+        lines = [ln for ln in self.output.splitlines() if ln.strip() and not ln.startswith(("INFO", "  warnings"))]
+        last = lines[-1].strip() if lines else f"exit status {self.rc}"
+        return f"failed (exit {self.rc}): {last[:300]}"
+
+
+def run_inception(args: list[str], limit: float, *, log_path: Path | None = None) -> Outcome:
+    """``python -m inception ARGS`` with this very package, in a session of its own, killed
+    (with its compile workers) after ``limit`` seconds."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    command = [sys.executable, "-m", "inception", *args]
+    log.info("gpu report: %s", " ".join(["inception", *args]))
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        try:
+            rc: int | None = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:
+            if proc.poll() is None or rc is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.seek(0)
+        text = out.read()
+    if log_path is not None:
+        log_path.write_text(text)
+    return Outcome(rc=rc, seconds=time.perf_counter() - start, output=text[-4000:])
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _epochs(run_dir: Path) -> list[dict]:
+    records = []
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+    except (OSError, ValueError):
+        pass
+    return [r for r in records if r.get("kind") == "epoch"]
+
+
+# --------------------------------------------------------------------------------------
+# The steps
+
+class _Context:
+    def __init__(self, plan: Plan, device: torch.device, workdir: Path, images: Path | None, cifar: Path | None,
+                 cifar_shown: Path | None, deadline: float, log_dir: Path) -> None:
+        self.plan, self.device, self.workdir, self.log_dir = plan, device, workdir, log_dir
+        self.images, self.cifar, self.cifar_shown = images, cifar, cifar_shown
+        self.deadline = deadline
+        self.results: dict[str, dict] = {}        # step key -> its parsed results
+
+    def limit(self, key: str) -> float:
+        return min(self.plan.limits[key], self.deadline - time.perf_counter())
+
+
+def _model_args(name: str, plan: Plan, device: torch.device, *, compile: bool, mode: str = "default",
+                peers: tuple[str, ...] = (), profile: bool = False) -> list[str]:
     size, batch = getattr(plan, name)
-    command = (f"inception bench model {name} --mode train --precision {plan.precision} --image-size {size} "
-               f"--batch-size {batch} --steps {plan.steps} --warmup {plan.warmup} --device {device.type}"
-               + (" --compile" if compile else ""))
-    row = Row(step, command)
+    args = ["bench", "model", name, "--mode", "train", "--precision", plan.precision, "--image-size", str(size),
+            "--batch-size", str(batch), "--steps", str(plan.steps), "--warmup", str(plan.warmup),
+            "--device", device.type]
+    if compile:
+        args += ["--compile"] + (["--compile-mode", mode] if mode != "default" else [])
+    if peers:
+        args += ["--peer", *peers]
+    if profile and not plan.smoke:
+        args.append("--profile")
+    return args
 
-    def run() -> BenchResult | None:
-        if compile and not plan.compile:
+
+def _model_figures(doc: dict, plan: Plan, name: str, *, compiled: bool) -> str:
+    results = doc.get("results", [])
+    ours = next((r for r in results if r["implementation"] == "inception"), None)
+    if ours is None:
+        return "no result"
+    mfu = f", MFU {100 * ours['mfu']:.1f}%" if ours.get("mfu") is not None else ""
+    text = f"**{_rate(ours['img_per_s'])} img/s**, {ours['ms_per_step']:.1f} ms/step (p90 {ours['p90_ms']:.1f}){mfu}"
+    if ours.get("peak_mem_mb"):
+        text += f", peak {ours['peak_mem_mb']:,.0f} MB"
+    if ours.get("compile_s") is not None:
+        text += f", compiled in {ours['compile_s']:.0f} s ({ours.get('graph_breaks', 0)} graph breaks)"
+    text += f"; {ours['step']}"
+    for peer in (r for r in results if r["implementation"] != "inception"):
+        ratio = ours["img_per_s"] / peer["img_per_s"]
+        text += f"; {peer['implementation']} {_rate(peer['img_per_s'])} img/s ({peer['step']}): **{ratio:.2f}x**"
+        if compiled and not plan.smoke:
+            text += f" (target >= {TARGETS['vs_peer']}x: {_met(ratio >= TARGETS['vs_peer'])})"
+    for peer, why in doc.get("skipped_peers", {}).items():
+        text += f"; {peer}: not measured ({why})"
+    if compiled and not plan.smoke and name in TARGETS:
+        text += f"; target >= {TARGETS[name]:,.0f} img/s: {_met(ours['img_per_s'] >= TARGETS[name])}"
+    profile = ours.get("profile")
+    if profile:
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in list(profile["by_kind_ms"].items())[:5])
+        text += (f"; profile: GPU busy {profile['device_busy_ms']:.1f} of {profile['step_ms']:.1f} ms "
+                 f"(idle {profile['device_idle_pct']:.0f}%), host {profile['host_ms_per_step']:.1f} ms to launch "
+                 f"{profile['kernels_per_step']} kernels; ms by kind: {kinds}")
+    return text
+
+
+def _model_step(key: str, name: str, *, compile: bool, mode: str = "default", peers: tuple[str, ...] = (),
+                profile: bool = False) -> Callable[[_Context, Row], None]:
+    def run(ctx: _Context, row: Row) -> None:
+        plan = ctx.plan
+        if compile and plan.smoke:
+            row.command = " ".join(["inception", *_model_args(name, plan, ctx.device, compile=True, mode=mode,
+                                                               peers=peers)])
             row.figures = "skipped: no compilation in the CPU smoke run (inductor takes minutes on a CPU)"
-            return None
-        r = bench_model(name, mode="train", batch_size=batch, image_size=size, precision=plan.precision,
-                        compile=compile, device=device, steps=plan.steps, warmup=plan.warmup)
-        mfu = f"MFU {100 * r.mfu:.1f}% of {r.peak_tflops:g} TFLOPS" if r.mfu is not None else "MFU - (no known peak)"
-        memory = f", peak {r.peak_mem_mb:,.0f} MB" if r.peak_mem_mb is not None else ""
-        compiled = f", compile {r.compile_s:.0f} s" if r.compile_s is not None else ""
-        row.figures = (f"**{_rate(r.img_per_s)} img/s**, {r.ms_per_step:.1f} ms/step, {r.achieved_tflops:.3g} TFLOPS, "
-                       f"{mfu}{memory}{compiled}")
-        if not plan.smoke:
-            target = TARGETS[name]
-            row.figures += f"; target >= {target:,.0f} img/s: {'met' if r.img_per_s >= target else 'not met'}"
-        row.values = r.to_dict()
-        return r
-    return row, run
-
-
-def _pipeline_row(step: str, data: Path | None, shown: str, plan: Plan, device: torch.device, gpu_decode: bool,
-                  compute: Callable[[], BenchResult | None]) -> tuple[Row, Callable]:
-    flags = " --gpu-decode --no-baseline" if gpu_decode else ""
-    command = (f"{shown} --pipeline train --image-size {plan.pipeline_size} "
-               f"--batch-size {plan.pipeline_batch} --workers {plan.workers} --rounds {plan.rounds} "
-               f"--steps {plan.pipeline_steps} --device {device.type}{flags}")
-    row = Row(step, command)
-
-    def run() -> None:
-        if data is None:
-            row.figures = ("skipped: no image data (give --data PATH, a folder dataset or a .tar.gz of class "
-                           f"folders; ../shared/data/{IMAGE_ARCHIVES[0]} was not found)")
             return
-        r = bench_pipeline(data, pipeline="train", image_size=plan.pipeline_size, batch_size=plan.pipeline_batch,
-                           workers=plan.workers, steps=plan.pipeline_steps, rounds=plan.rounds, device=str(device),
-                           baseline=not gpu_decode, gpu_decode=gpu_decode)
-        ours = r["inception"]
-        text = f"**{_rate(ours['img_per_s'])} img/s** ({_rate(ours['img_per_s_per_worker'])} per worker)"
-        if "ratio" in r:
-            text += (f", **{r['ratio']:.2f}x** torchvision ImageFolder + PIL ({_rate(r['torchvision']['img_per_s'])} "
-                     f"img/s); normalized on the device {_rate(r['inception+normalize']['img_per_s'])} img/s")
-        model = compute()
-        if model is not None:
-            ratio, verdict = data_verdict(ours["img_per_s"], model.img_per_s)
-            text += (f"; vs GoogLeNet training {_rate(model.img_per_s)} img/s at {model.image_size}: "
-                     f"{ratio:.2f}x, {verdict}")
-        row.figures = text + f"; {r['images']:,} images"
-        row.values = r
-    return row, run
+        out = ctx.workdir / f"{key}.json"
+        args = _model_args(name, plan, ctx.device, compile=compile, mode=mode, peers=peers, profile=profile)
+        row.command = " ".join(["inception", *args])
+        limit = ctx.limit(key)
+        outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / f"{key}.log")
+        doc = _read_json(out)
+        if doc is None:
+            row.figures = outcome.why(limit)
+            return
+        ctx.results[key] = doc
+        row.values = doc
+        row.figures = _model_figures(doc, plan, name, compiled=compile)
+    return run
 
 
-def _ort_row(step: str, plan: Plan, device: torch.device) -> tuple[Row, Callable]:
+def _cifar_step(ctx: _Context, row: Row) -> None:
+    plan = ctx.plan
+    sets = [f"{k}={v}" for k, v in plan.cifar_overrides.items()]
+    shown = " ".join(f"--set {s}" for s in sets)
+    row.command = (f"inception train --config googlenet_cifar10_fast --data-dir {ctx.cifar_shown or 'CIFAR'} "
+                   f"--seed 0{' ' + shown if shown else ''}")
+    if ctx.cifar is None:
+        row.figures = (f"skipped: no CIFAR-10 data (give --cifar PATH; {LOCAL_DATA / CIFAR_ARCHIVE} and "
+                       f"{SHARED_DATA / CIFAR_ARCHIVE} were not found)")
+        return
+    run_dir = ctx.workdir / "cifar-run"
+    args = ["train", "--config", "googlenet_cifar10_fast", "--data-dir", str(ctx.cifar), "--seed", "0",
+            "--output-dir", str(run_dir), "--device", str(ctx.device), "--no-resume", "-q"]
+    for s in sets:
+        args += ["--set", s]
+    limit = ctx.limit("cifar")
+    outcome = run_inception(args, limit, log_path=ctx.log_dir / "cifar.log")
+    epochs = _epochs(run_dir)
+    evals = [e for e in epochs if "val_top1" in e]
+    if not evals:
+        row.figures = outcome.why(limit) + (f" after {len(epochs)} epochs" if epochs else "")
+        return
+    last = evals[-1]
+    best = max(max(e["val_top1"], e.get("ema_val_top1", -1.0)) for e in evals)
+    steady = [e["epoch_time_s"] for e in epochs[1:]] or [epochs[0]["epoch_time_s"]]
+    text = (f"**top-1 {last['val_top1']:.2f}%** at epoch {last['epoch']} (best {best:.2f}%), "
+            f"**{_duration(outcome.seconds)} from the command's start**; {len(epochs)} epochs, first "
+            f"{epochs[0]['epoch_time_s']:.1f} s, then {statistics.median(steady):.1f} s median "
+            f"({_rate(statistics.median(e['img_per_s'] for e in epochs[1:] or epochs))} img/s); train top-1 "
+            f"{epochs[-1]['train_top1']:.2f}%")
+    if not outcome.ok:
+        text += f"; {outcome.why(limit)}"
+    if not plan.smoke:
+        ok = (outcome.ok and last["val_top1"] >= TARGETS["cifar_top1"]
+              and outcome.seconds <= 60 * TARGETS["cifar_minutes"])
+        text += f"; target >= {TARGETS['cifar_top1']}% within {TARGETS['cifar_minutes']:g} min: {_met(ok)}"
+    row.figures = text
+    row.values = {"val_top1": last["val_top1"], "best_top1": best, "epochs": len(epochs), "wall_s": outcome.seconds,
+                  "finished": outcome.ok, "epoch_records": epochs}
+
+
+def _photos_step(ctx: _Context, row: Row) -> None:
+    plan = ctx.plan
+    common = ["--model", "googlenet", "--dataset", "folder", "--image-size", str(plan.photo_size), "--batch-size",
+              str(plan.photo_batch), "--workers", str(plan.workers), "--epochs", str(plan.photo_epochs),
+              "--device", str(ctx.device), "--no-resume", "-q", "--set", f"train.precision={plan.precision}",
+              "--set", "train.compile=false", "--set", f"train.eval_interval={plan.photo_epochs}"]
+    variants = (("inception, GPU decode", ["--set", "data.gpu_decode=true"]),
+                ("inception, CPU decode", []),
+                ("torchvision ImageFolder + PIL", ["--set", "data.pipeline=torchvision"]))
+    row.command = (f"inception train --data-dir PHOTOS {' '.join(a for a in common if a not in ('-q', '--no-resume'))}"
+                   " [--set data.gpu_decode=true | --set data.pipeline=torchvision]")
+    if ctx.images is None:
+        row.figures = (f"skipped: no image data (give --data PATH; {LOCAL_DATA / IMAGE_ARCHIVES[0]} and "
+                       f"{SHARED_DATA / IMAGE_ARCHIVES[0]} were not found)")
+        return
+    made = make_photo_set(ctx.images, ctx.workdir / "photos", at_least=plan.photos, per_class=plan.per_class,
+                          workers=os.cpu_count() or 4)
+    rates: dict[str, float] = {}
+    notes = []
+    for label, extra in variants:
+        if label.endswith("GPU decode") and ctx.device.type != "cuda":
+            continue
+        limit = ctx.limit("photos")
+        if limit < MIN_STEP_S:
+            notes.append(f"{label}: not run (out of the time limit)")
+            continue
+        run_dir = ctx.workdir / f"photos-{len(rates)}"
+        outcome = run_inception(["train", "--data-dir", str(ctx.workdir / "photos"), *common, *extra,
+                                 "--output-dir", str(run_dir)], limit,
+                                log_path=ctx.log_dir / f"photos-{len(rates)}.log")
+        epochs = _epochs(run_dir)[1:]      # the first epoch starts the workers (and cuDNN's autotuning)
+        if not epochs:
+            notes.append(f"{label}: {outcome.why(limit)}")
+            continue
+        rates[label] = statistics.median(e["img_per_s"] for e in epochs)
+    if not rates:
+        row.figures = "; ".join(notes) or "no figure"
+        return
+    best = max(rates, key=rates.get)
+    text = [f"{label} **{_rate(r)} img/s**" for label, r in rates.items()]
+    synthetic = next((r for r in ctx.results.get("googlenet", {}).get("results", [])
+                      if r["implementation"] == "inception"), None)
+    values = {"img_per_s": rates, "photos": made}
+    if synthetic is not None and synthetic["image_size"] == plan.photo_size:
+        ratio = rates[best] / synthetic["img_per_s"]
+        values["vs_synthetic"] = ratio
+        text.append(f"{best} / synthetic data (step 1, eager) {_rate(synthetic['img_per_s'])} img/s: **{ratio:.2f}x**"
+                    + ("" if plan.smoke else f" (target >= {TARGETS['photos_vs_synthetic']}x: "
+                                             f"{_met(ratio >= TARGETS['photos_vs_synthetic'])})"))
+    tv = rates.get("torchvision ImageFolder + PIL")
+    if tv and best != "torchvision ImageFolder + PIL":
+        ratio = rates[best] / tv
+        values["vs_torchvision"] = ratio
+        text.append(f"vs torchvision **{ratio:.2f}x**" + ("" if plan.smoke else
+                    f" (target >= {TARGETS['photos_vs_torchvision']}x: "
+                    f"{_met(ratio >= TARGETS['photos_vs_torchvision'])})"))
+    text.append(f"{made['photos']:,} photos ({made['originals']:,} originals x {made['copies']} re-encoded copies), "
+                f"{plan.workers} workers, median of epochs 2-{plan.photo_epochs}")
+    row.figures = "; ".join(text + notes)
+    row.values = values
+
+
+def _ort_step(ctx: _Context, row: Row) -> None:
+    plan = ctx.plan
     size = plan.googlenet[0]
-    batches = " ".join(map(str, plan.ort_batches))
-    command = (f"inception bench runtime googlenet --runtime torch onnxruntime --device cuda --image-size {size} "
-               f"--batch-size {batches} --steps {plan.ort_steps}")
-    row = Row(step, command)
+    args = ["bench", "runtime", "googlenet", "--runtime", "torch", "onnxruntime", "--device", ctx.device.type,
+            "--image-size", str(size), "--batch-size", *map(str, plan.ort_batches), "--steps", str(plan.ort_steps)]
+    row.command = " ".join(["inception", *args])
+    providers = ort_providers()
+    if "CUDAExecutionProvider" not in providers or ctx.device.type != "cuda":
+        why = "no CUDA device" if ctx.device.type != "cuda" else "onnxruntime has no CUDAExecutionProvider"
+        row.figures = (f"skipped: {why} (onnxruntime {ort_version()}, providers: {', '.join(providers)}); "
+                       "install onnxruntime-gpu on a CUDA machine")
+        return
+    out = ctx.workdir / "onnxruntime.json"
+    limit = ctx.limit("onnxruntime")
+    outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / "onnxruntime.log")
+    doc = _read_json(out)
+    if doc is None:
+        row.figures = outcome.why(limit)
+        return
+    results = doc["runtimes"]
+    parts = [f"batch {r['batch_size']}: **{_rate(r['img_per_s'])} img/s**, {r['ms_per_batch']:.2f} ms, "
+             f"{r['ratio']:.2f}x eager" for r in results if r["runtime"] == "onnxruntime"]
+    eager = ", ".join(_rate(r["img_per_s"]) for r in results if r["runtime"] == "torch eager")
+    row.figures = "; ".join(parts) + f" (PyTorch eager fp32: {eager} img/s)"
+    row.values = doc
 
-    def run() -> None:
-        providers = ort_providers()
-        if "CUDAExecutionProvider" not in providers or device.type != "cuda":
-            why = "no CUDA device" if device.type != "cuda" else "onnxruntime has no CUDAExecutionProvider"
-            row.figures = (f"skipped: {why} (onnxruntime {ort_version()}, providers: {', '.join(providers)}); "
-                           "install onnxruntime-gpu on a CUDA machine")
-            return
-        results = bench_runtimes(["googlenet"], runtimes=("torch", "onnxruntime"), batch_sizes=plan.ort_batches,
-                                 image_size=size, steps=plan.ort_steps, warmup=3, device="cuda")
-        parts = [f"batch {r.batch_size}: **{_rate(r.img_per_s)} img/s**, {r.ms_per_batch:.2f} ms, "
-                 f"{r.ratio:.2f}x eager" for r in results if r.runtime == "onnxruntime"]
-        eager = ", ".join(f"{_rate(r.img_per_s)}" for r in results if r.runtime == "torch eager")
-        row.figures = "; ".join(parts) + f" (PyTorch eager fp32: {eager} img/s)"
-        row.values = {"runtimes": [r.to_dict() for r in results]}
-    return row, run
 
-
-def _cifar_row(step: str, data: Path | None, source: Path | None, plan: Plan, device: torch.device,
-               workdir: Path) -> tuple[Row, Callable]:
-    sets = "".join(f" --set {k}={v}" for k, v in plan.cifar_overrides.items())
-    command = f"inception train --config googlenet_cifar10_fast --data-dir {source or 'CIFAR'}{sets}"
-    row = Row(step, command)
-
-    def run() -> None:
-        if data is None:
-            row.figures = f"skipped: no CIFAR-10 data (give --cifar PATH; ../shared/data/{CIFAR_ARCHIVE} was not found)"
-            return
-        cfg = load_config(RECIPE, {**plan.cifar_overrides, "data.data_dir": str(data),
-                                   "train.output_dir": str(workdir / "cifar-run"), "train.device": str(device)})
-        start = time.perf_counter()
-        result = train(cfg, progress=False, auto_resume=False)
-        wall = time.perf_counter() - start
-        top1 = result.last_metrics.get("val_top1", float("nan"))
-        epochs = f"{result.epochs_done} epoch{'' if result.epochs_done == 1 else 's'}"
-        text = (f"**top-1 {top1:.2f}%** (best {result.best_top1:.2f}%) after {epochs}, "
-                f"**{_duration(wall)}** wall, {cfg.data.dataset} {cfg.data.image_size or 32}px, "
-                f"batch {cfg.train.batch_size}, {cfg.train.precision}")
-        if plan.smoke:
-            text += f"; {result.global_step} steps on a few images of each class"
-        elif cfg.train.epochs == 30:
-            met = top1 >= TARGETS["cifar_top1"] and wall <= 60 * TARGETS["cifar_minutes"]
-            text += f"; target >= {TARGETS['cifar_top1']}% within {TARGETS['cifar_minutes']:g} min: " \
-                    f"{'met' if met else 'not met'}"
-        row.figures = text
-        row.values = {"val_top1": top1, "best_top1": result.best_top1, "epochs": result.epochs_done,
-                      "steps": result.global_step, "wall_s": wall}
-    return row, run
+RUNNERS: dict[str, Callable[[_Context, Row], None]] = {
+    "googlenet": _model_step("googlenet", "googlenet", compile=False, peers=("torchvision",), profile=True),
+    "googlenet-compiled": _model_step("googlenet-compiled", "googlenet", compile=True, peers=("torchvision",)),
+    "cifar": _cifar_step,
+    "inception-v4": _model_step("inception-v4", "inception_v4", compile=False, peers=("timm",)),
+    "inception-v4-compiled": _model_step("inception-v4-compiled", "inception_v4", compile=True, peers=("timm",)),
+    "photos": _photos_step,
+    "googlenet-cudagraphs": _model_step("googlenet-cudagraphs", "googlenet", compile=True, mode="reduce-overhead"),
+    "onnxruntime": _ort_step,
+}
 
 
 def gpu_report(*, device: str = "auto", quick: bool = False, data: str | Path | None = None,
-               cifar: str | Path | None = None, workers: int | None = None,
-               output: str | Path | None = None) -> Report:
-    """Run every step of :data:`STEPS` on ``device`` (the CPU smoke form without CUDA) and
-    return the :class:`Report`; with ``output``, also write its Markdown there.
+               cifar: str | Path | None = None, workers: int | None = None, budget: float | None = None,
+               only: list[str] | None = None, output: str | Path | None = None,
+               json_path: str | Path | None = None, log_dir: str | Path | None = None) -> Report:
+    """Run the steps of :data:`STEPS` (``only``: those keys) on ``device`` (the CPU smoke form
+    without CUDA) within ``budget`` seconds (default 8 minutes on a GPU) and return the
+    :class:`Report`; with ``output`` / ``json_path``, its Markdown / JSON are written there after
+    every step.
 
-    ``data``: a folder dataset or an archive of class folders for the input-pipeline steps;
-    ``cifar``: CIFAR-10 for the recipe step (both default to ``../shared/data``, see the
-    module doc). ``workers``: DataLoader workers of the pipeline steps (16; 2 on a CPU)."""
+    ``data``: a folder dataset or an archive of class folders whose photos the end-to-end step
+    copies; ``cifar``: CIFAR-10 for the recipe step (both default to ``data/``, then
+    ``../shared/data``, see the module doc). ``workers``: DataLoader workers (16; 2 on a CPU).
+    ``log_dir``: keep each step's output there (``STEP.log``; default: dropped with the
+    temporary folder)."""
     dev = resolve_device(device)
     plan = Plan.for_device(dev, quick=quick, workers=workers)
+    unknown = sorted(set(only or ()) - set(STEP_KEYS))
+    if unknown:
+        raise UserError(f"gpu-report step(s) {', '.join(unknown)} not known; choose from {', '.join(STEP_KEYS)}")
+    if budget is None:
+        budget = 480.0 if not plan.smoke else 1800.0
+    if budget <= 0:
+        raise UserError(f"--budget must be positive, got {budget}")
     image_source = _find(data, IMAGE_ARCHIVES)
     cifar_source = _find(cifar, (CIFAR_ARCHIVE,))
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="inception-gpu-report-") as tmp:
-        workdir = Path(tmp)
-        images, shown = _image_data(image_source, plan, workdir)
-        cifar_dir = _cifar_data(cifar_source, plan, workdir)
-        googlenet: list[BenchResult] = []
-
-        def googlenet_compute() -> BenchResult | None:   # the fastest GoogLeNet figure measured
-            return max(googlenet, key=lambda r: r.img_per_s, default=None)
-
-        steps = [_model_row(STEPS[0], "googlenet", plan, dev, compile=False),
-                 _model_row(STEPS[1], "googlenet", plan, dev, compile=True),
-                 _model_row(STEPS[2], "inception_v4", plan, dev, compile=False),
-                 _model_row(STEPS[3], "inception_v4", plan, dev, compile=True),
-                 _pipeline_row(STEPS[4], images, shown, plan, dev, False, googlenet_compute),
-                 _pipeline_row(STEPS[5], images, shown, plan, dev, True, googlenet_compute),
-                 _ort_row(STEPS[6], plan, dev),
-                 _cifar_row(STEPS[7], cifar_dir, cifar_source, plan, dev, workdir)]
-        rows = []
-        for i, (row, run) in enumerate(steps):
-            log.info("gpu report: step %d of %d, %s", i + 1, len(steps), row.step)
-            start = time.perf_counter()
-            try:
-                out = run()
-            except Exception as e:    # one failed step (out of memory, a compiler error...) leaves the others to run
-                log.warning("gpu report: %s failed", row.step, exc_info=not isinstance(e, UserError))
-                row.figures = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                out = None
-            if isinstance(out, BenchResult) and out.model == "googlenet":
-                googlenet.append(out)
-            row.seconds = time.perf_counter() - start
-            rows.append(row)
     command = "inception bench gpu-report" + "".join(
         f" {flag} {value}" for flag, value in (("--device", device), ("--data", data), ("--cifar", cifar),
-                                               ("--workers", workers), ("--output", output)) if value is not None)
+                                               ("--workers", workers), ("--budget", budget if budget != 480 else None),
+                                               ("--output", output), ("--json", json_path)) if value is not None)
+    command += (" --only " + " ".join(only) if only else "") + (" --quick" if quick else "")
     report = Report(date=datetime.date.today().isoformat(), device=device_label(dev), versions=_versions(),
-                    smoke=plan.smoke, quick=quick, rows=rows, command=command + (" --quick" if quick else ""),
-                    seconds=time.perf_counter() - began)
-    if output is not None:
-        atomic_write_text(output, report.to_markdown())
+                    smoke=plan.smoke, quick=quick, budget_s=budget, rows=[], command=command)
+
+    def save() -> None:
+        report.seconds = time.perf_counter() - began
+        if output is not None:
+            atomic_write_text(output, report.to_markdown())
+        if json_path is not None:
+            atomic_write_text(json_path, json.dumps(report.to_dict(), indent=1) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="inception-gpu-report-") as tmp:
+        workdir = Path(tmp)
+        logs = Path(log_dir) if log_dir is not None else workdir
+        logs.mkdir(parents=True, exist_ok=True)
+        ctx = _Context(plan, dev, workdir, image_source, _cifar_data(cifar_source, plan, workdir), cifar_source,
+                       deadline=began + budget, log_dir=logs)
+        keys = [k for k in STEP_KEYS if not only or k in only]
+        for i, key in enumerate(keys):
+            row = Row(key, dict(STEPS)[key])
+            log.info("gpu report: step %d of %d, %s", i + 1, len(keys), row.step)
+            start = time.perf_counter()
+            if ctx.deadline - start < MIN_STEP_S:
+                row.figures = f"skipped: the report's {_duration(budget)} budget was spent"
+            else:
+                try:
+                    RUNNERS[key](ctx, row)
+                except Exception as e:    # one failed step (a missing library, bad data...) leaves the others to run
+                    log.warning("gpu report: %s failed", row.step, exc_info=not isinstance(e, UserError))
+                    row.figures = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            row.seconds = time.perf_counter() - start
+            report.rows.append(row)
+            save()
+    report.finished = True
+    save()
     return report

@@ -23,8 +23,11 @@ from .metrics import topk_correct
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Module | None = None,
-             progress: bool = False, desc: str = "eval", num_classes: int | None = None) -> dict:
+             progress: bool = False, desc: str = "eval", num_classes: int | None = None, flip: bool = False) -> dict:
     """Top-1, top-5, mean loss, image count and img/s of ``model`` over ``loader``.
+
+    ``flip``: test-time augmentation by horizontal flip; the logits are the mean of those of
+    each image and of its mirror (twice the compute).
 
     Under torch.distributed each process passes its own shard; counts and loss sums are
     summed over processes, so the figures are those of the whole dataset. With
@@ -46,6 +49,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Mo
         images = images.to(device, non_blocking=True)     # no-ops for our loaders (already there)
         target = target.to(device, non_blocking=True)
         logits = model(images)
+        if flip:
+            logits = (logits + model(images.flip(-1))) / 2
         loss_sum += criterion(logits, target).double() * target.shape[0]
         a, b = topk_correct(logits, target)
         c1 += a
@@ -84,12 +89,14 @@ def restore_model(checkpoint: str | Path) -> tuple:
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, dataset: str | None = None,
                         split: str | None = None, batch_size: int | None = None, device: str = "auto",
                         workers: int | None = None, json_path: str | Path | None = None,
-                        progress: bool = False, report_dir: str | Path | None = None) -> dict:
+                        progress: bool = False, report_dir: str | Path | None = None,
+                        tta_flip: bool | None = None) -> dict:
     """Evaluate ``checkpoint`` (a file or a run directory) on the data it was trained on,
     or on ``data_dir`` / ``dataset`` / ``split`` when given. Labels follow the checkpoint's
     class names, so any folder with the same classes (or a subset) can be used. With
     ``report_dir``, a confusion-matrix PNG, a per-class CSV and a JSON report are written
-    there, and ``report_lines`` (the per-class table) comes back."""
+    there, and ``report_lines`` (the per-class table) comes back. ``tta_flip``: average each
+    image's logits with its mirror's (default: as the run was evaluated, ``train.tta_flip``)."""
     model, ckpt, cfg, path = restore_model(checkpoint)
     if dataset:
         apply(cfg, {"data": {"dataset": dataset}}, " (command line)")
@@ -102,8 +109,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     loader = build_eval_loader(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"],
                                batch_size=batch_size or cfg.train.batch_size, device=dev)
     classes = list(ckpt["class_names"])
-    result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None)
-    result.update(checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
+    flip = cfg.train.tta_flip if tta_flip is None else tta_flip
+    result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None,
+                      flip=flip)
+    result.update(tta_flip=flip, checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
                   weights=ckpt.get("best_source", "model"), dataset=cfg.data.dataset, split=split or cfg.data.val_split)
     if report_dir:
         confusion = result.pop("confusion")

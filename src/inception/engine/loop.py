@@ -30,7 +30,7 @@ from ..accel import resolve_device
 from ..config import Config
 from ..data import build_datasets, build_loaders
 from ..errors import UserError
-from ..models import AuxOutputs, apply_weights, create_model, read_weights, weights_data_config
+from ..models import apply_weights, create_model, read_weights, weights_data_config
 from ..runs import check_writable, new_run_dir, write_status
 from ..utils import seed_everything
 from . import distributed as dist_utils
@@ -42,23 +42,12 @@ from .finetune import freeze_backbone, freeze_batchnorm
 from .metrics import MetricsLog, epoch_line, file_logger, log_step
 from .optim import build_optimizer, build_scheduler
 from .state import EpochTally, TrainResult, TrainState
+from .step import TrainStep, compute_loss
 from .stopping import Deadline, StopRequest
 
 __all__ = ["TrainResult", "TrainState", "compute_loss", "resume_config", "setup", "train"]
 
 log = logging.getLogger("inception")
-
-
-def compute_loss(out: Tensor | AuxOutputs, target: Tensor, criterion: nn.Module,
-                 aux_weight: float) -> tuple[Tensor, Tensor]:
-    """``(loss, main_logits)``: cross-entropy of the main logits plus ``aux_weight`` times
-    that of each auxiliary head."""
-    if isinstance(out, AuxOutputs):
-        loss = criterion(out.logits, target)
-        for aux in out.aux:
-            loss = loss + aux_weight * criterion(aux, target)
-        return loss, out.logits
-    return criterion(out, target), out
 
 
 # --------------------------------------------------------------------------------------
@@ -159,12 +148,16 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs)
     device_ids = [device.index] if accel.is_discrete(device) else None
     wrapped = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
+    precision = Precision(cfg.train.precision, device, cfg.train.loss_scale, dynamic=cfg.train.dynamic_loss_scale,
+                          guard=True)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    compile = accel.compile_default(device) if cfg.train.compile is None else cfg.train.compile
+    step = TrainStep(wrapped, criterion, precision, optimizer, [p for p in model.parameters() if p.requires_grad],
+                     aux_weight=cfg.model.aux_weight, grad_clip=cfg.optim.grad_clip, compile=compile,
+                     compile_mode=cfg.train.compile_mode, distributed=info.enabled)
     state = TrainState(
-        cfg=cfg, info=info, device=device, run_dir=run_dir, model=torch.compile(wrapped) if cfg.train.compile
-        else wrapped, raw_model=model, optimizer=optimizer, scheduler=scheduler,
-        precision=Precision(cfg.train.precision, device, cfg.train.loss_scale, dynamic=cfg.train.dynamic_loss_scale,
-                            guard=True),
-        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), train_loader=train_loader,
+        cfg=cfg, info=info, device=device, run_dir=run_dir, model=wrapped, step=step, raw_model=model,
+        optimizer=optimizer, scheduler=scheduler, precision=precision, criterion=criterion, train_loader=train_loader,
         val_loader=val_loader, class_names=class_names, stop=stop, deadline=deadline, ema=ema,
         progress=(sys.stderr.isatty() if progress is None else progress) and info.is_main)
     if ckpt is not None:
@@ -206,24 +199,19 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
 def train_one_epoch(state: TrainState) -> EpochTally:
     """One epoch (from ``state.start_step`` on); stops early, with a checkpoint, when
     :func:`maybe_stop` says so (``state.stopped`` is then set)."""
-    cfg, model, optimizer = state.cfg, state.model, state.optimizer
+    cfg, model = state.cfg, state.model
     model.train()
     if cfg.model.freeze_bn or cfg.model.freeze_backbone:
         freeze_batchnorm(state.raw_model, backbone_only=not cfg.model.freeze_bn)
     tally = EpochTally(state.device, start=state.start_step)
     state.train_loader.set_epoch(state.epoch, start_batch=tally.start)   # the order is a function of (seed, epoch)
     state.start_step = 0
-    params = [p for p in state.raw_model.parameters() if p.requires_grad]
     check_every = min(cfg.train.log_interval, cfg.train.max_bad_steps)
     bar = tqdm(state.train_loader, total=state.steps_per_epoch, initial=tally.start, disable=not state.progress,
                dynamic_ncols=True, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=False)
     for i, (images, target, skipped) in enumerate(bar, start=tally.start):
         _note_skipped(state, tally, images, skipped)
-        with state.precision.autocast():
-            loss, logits = compute_loss(model(images), target, state.criterion, cfg.model.aux_weight)
-        optimizer.zero_grad(set_to_none=True)
-        state.precision.backward(loss)
-        applied = state.precision.step(optimizer, params, cfg.optim.grad_clip)   # a non-finite step is skipped
+        loss, logits, applied = state.step(images, target)   # a non-finite step is skipped, not applied
         if state.ema is not None:
             state.ema.update(state.raw_model, applied)                          # ... and leaves the EMA alone
         state.scheduler.step()
@@ -316,7 +304,8 @@ def validate(state: TrainState) -> dict:
     for prefix, module in [("", state.raw_model)] + ([("ema_", state.ema.module)] if state.ema else []):
         dist_utils.broadcast_buffers(module)
         with state.precision.autocast():
-            val = evaluate(module, state.val_loader, state.device, progress=state.progress, desc=f"{prefix}eval")
+            val = evaluate(module, state.val_loader, state.device, progress=state.progress, desc=f"{prefix}eval",
+                           flip=state.cfg.train.tta_flip)
         metrics.update({f"{prefix}val_{k}": val[k] for k in ("top1", "top5", "loss", "count")})
     if state.ema is not None:
         metrics["best_source"] = "ema" if metrics["ema_val_top1"] > metrics["val_top1"] else "model"

@@ -31,8 +31,9 @@ class TrainResult:
 
 @dataclass
 class TrainState:
-    """Everything the loop reads and advances. ``model`` is what the step calls (DDP and/or
-    compiled); ``raw_model`` the plain module that is checkpointed and evaluated."""
+    """Everything the loop reads and advances. ``model`` is what the step calls (the module, or
+    DDP around it); ``step`` runs one training step on it (compiled or not); ``raw_model`` is the
+    plain module that is checkpointed and evaluated."""
 
     cfg: Config
     info: dist_utils.DistInfo
@@ -40,6 +41,7 @@ class TrainState:
     run_dir: Path
     progress: bool
     model: nn.Module
+    step: object                      # a step.TrainStep: forward, loss, backward, optimizer step
     raw_model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
