@@ -461,12 +461,11 @@ def _run_steps(model: nn.Module, dev: torch.device, *, train: bool, batch_size: 
 
 # Kernel kinds of a profile, by the first pattern found in the kernel's name (lower case).
 KERNEL_KINDS = (
-    ("convolution", ("conv", "cudnn", "xmma", "implicit_gemm", "wgrad", "dgrad", "fprop", "cutlass", "sm90_", "nchw",
-                     "nhwc")),
+    ("pooling", ("pool",)),
     ("batchnorm", ("batch_norm", "batchnorm", "bn_")),
     ("fused (inductor/triton)", ("triton",)),
-    ("concatenation", ("cat", "concat")),
-    ("pooling", ("pool",)),
+    ("convolution", ("conv", "cudnn", "xmma", "implicit_gemm", "wgrad", "dgrad", "fprop", "cutlass", "sm90_")),
+    ("concatenation", ("catarray", "cat_", "concat")),
     ("optimizer", ("sgd", "multi_tensor", "foreach", "adam", "non_finite")),
     ("matmul", ("gemm", "gemv", "matmul")),
     ("elementwise / copies", ("elementwise", "copy", "fill", "reduce", "softmax", "nll", "relu", "threshold")),

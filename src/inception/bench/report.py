@@ -590,7 +590,8 @@ def _ort_step(ctx: _Context, row: Row) -> None:
 
 RUNNERS: dict[str, Callable[[_Context, Row], None]] = {
     "googlenet": _model_step("googlenet", "googlenet", compile=False, peers=("torchvision",), profile=True),
-    "googlenet-compiled": _model_step("googlenet-compiled", "googlenet", compile=True, peers=("torchvision",)),
+    "googlenet-compiled": _model_step("googlenet-compiled", "googlenet", compile=True, peers=("torchvision",),
+                                      profile=True),
     "cifar": _cifar_step,
     "inception-v4": _model_step("inception-v4", "inception_v4", compile=False, peers=("timm",)),
     "inception-v4-compiled": _model_step("inception-v4-compiled", "inception_v4", compile=True, peers=("timm",)),
