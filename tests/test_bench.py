@@ -1,10 +1,12 @@
 """`inception bench`: model throughput on synthetic data, input pipeline throughput, peaks, the table."""
 
+import dataclasses
 import io
 import json
 import math
 import statistics
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from PIL import Image
 
 from inception.bench import (
     COLUMNS,
+    STEP_KEYS,
     STEPS,
     BenchResult,
     bench_data,
@@ -26,6 +29,7 @@ from inception.bench import (
     peak_flops,
     peak_flops_for_name,
 )
+from inception.bench.report import make_photo_set, run_inception
 from inception.cli import _bench_alias, main
 from inception.errors import UserError
 from inception.models import count_macs, create_model
@@ -220,6 +224,45 @@ def test_format_real_results():
     assert "googlenet  train" in table and "googlenet  infer" in table and "cpu" in table.splitlines()[0]
 
 
+def test_peers_side_by_side(tmp_path, capsys):
+    """--peer times torchvision's (and timm's) own build of the architecture in their users' plain
+    loop, beside ours; the ratio column holds ours against it, a peer without the model is noted
+    and skipped, and the JSON says why."""
+    assert main(["bench", "model", "googlenet", "inception_v4", "--mode", "train", "--image-size", "75", "--batch-size",
+                 "2", "--steps", "1", "--warmup", "1", "--device", "cpu", "--peer", "torchvision",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    captured = capsys.readouterr()
+    assert "googlenet (torchvision)" in captured.out and "torchvision has no inception_v4" in captured.err
+    doc = json.loads((tmp_path / "b.json").read_text())
+    impls = [(r["model"], r["implementation"]) for r in doc["results"]]
+    assert impls == [("googlenet", "inception"), ("googlenet", "torchvision"), ("inception_v4", "inception")]
+    assert doc["results"][1]["step"] == "plain loop, eager" and doc["results"][0]["step"] == "eager"
+    assert "torchvision has no inception_v4" in doc["skipped_peers"]["torchvision"]
+    r = bench_model("inception_v4", batch_size=2, image_size=75, steps=1, warmup=0, device="cpu", peer="timm")
+    assert r.implementation == "timm" and r.img_per_s > 0
+    with pytest.raises(UserError, match="timm has no googlenet"):
+        bench_model("googlenet", peer="timm", **SMALL)
+    with pytest.raises(UserError, match="compile mode must be one of"):
+        bench_model("googlenet", compile=True, compile_mode="fast", **SMALL)
+
+
+def test_format_results_ratio_and_profile():
+    ours = _fake()
+    ours.step = "compiled step (torch.compile mode default)"
+    ours.profile = {"steps": 5, "step_ms": 16.0, "device_busy_ms": 15.0, "device_idle_pct": 6.25,
+                    "host_ms_per_step": 9.5, "kernels_per_step": 1107,
+                    "by_kind_ms": {"pooling": 8.0, "convolution": 5.0, "batchnorm": 2.0},
+                    "top_kernels": [{"ms": 4.5, "calls": 13, "name": "max_pool_backward_nhwc"}]}
+    peer = dataclasses.replace(_fake(), implementation="torchvision", img_per_s=2000.0, step="plain loop, eager")
+    text = format_results([ours, peer])
+    lines = text.splitlines()
+    assert "1.00x" in lines[2] and lines[3].startswith("googlenet (torchvision)") and "2.00x" not in lines[3]
+    assert "0.50x" in lines[3]
+    assert "note: googlenet train: compiled step (torch.compile mode default)" in text
+    assert "device busy 15.0 ms (idle 6%)" in text and "1107 kernels per step" in text
+    assert "pooling" in text and "53.3%" in text and "max_pool_backward_nhwc" in text   # 8 of 15 busy ms
+
+
 @pytest.mark.slow
 def test_compile_time_is_separate():
     r = bench_model("googlenet", mode="infer", compile=True, **SMALL)
@@ -324,29 +367,70 @@ def _tiny_cifar_archive(path: Path) -> Path:
 
 
 def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
-    """`inception bench gpu-report` without CUDA: the tiny version of every step, end to end."""
+    """`inception bench gpu-report` without CUDA: the tiny version of every step, end to end, each
+    a child process; the Markdown and JSON hold every row, and each step's log is kept."""
     write_images(tmp_path / "images" / "train", {"cat": 14, "dog": 14}, size=48)
     write_images(tmp_path / "images" / "val", {"cat": 3, "dog": 3}, size=48, seed=1)
     cifar = _tiny_cifar_archive(tmp_path / "cifar.tar.gz")
-    out = tmp_path / "gpu-report.md"
+    out, logs = tmp_path / "gpu-report.md", tmp_path / "logs"
     assert main(["bench", "gpu-report", "--device", "cpu", "--data", str(tmp_path / "images"), "--cifar", str(cifar),
-                 "--workers", "1", "--output", str(out), "--json", str(tmp_path / "r.json")]) == 0
+                 "--workers", "1", "--output", str(out), "--json", str(tmp_path / "r.json"),
+                 "--log-dir", str(logs)]) == 0
     table = out.read_text()
     assert table in capsys.readouterr().out
-    assert "CPU smoke figures" in table and "torchvision" in table and "onnxruntime" in table
+    assert "CPU smoke figures" in table and "torchvision" in table and "still running" not in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| step")]
-    assert [row.split(" | ")[0][2:] for row in rows] == list(STEPS)
-    assert not any("failed" in row for row in rows), table
-    by_step = dict(zip(STEPS, rows))
-    assert "img/s" in by_step["GoogLeNet training"] and "skipped" in by_step["GoogLeNet training, torch.compile"]
-    assert "x** torchvision" in by_step["input pipeline vs torchvision"]
-    assert "compute-bound" in by_step["input pipeline, GPU decode"] or "input-bound" in by_step[
-        "input pipeline, GPU decode"]
-    assert "no CUDA device" in by_step["ONNX Runtime CUDA inference"]
-    assert "top-1" in by_step["CIFAR-10 fast recipe"] and "googlenet_cifar10_fast" in by_step["CIFAR-10 fast recipe"]
+    assert [row.split(" | ")[0][2:] for row in rows] == [title for _, title in STEPS]
+    assert not any("failed" in row or "cut at" in row for row in rows), table
+    by_step = dict(zip(STEP_KEYS, rows))
+    assert "img/s" in by_step["googlenet"] and "x**" in by_step["googlenet"]          # against torchvision's
+    assert "timm" in by_step["inception-v4"]
+    for key in ("googlenet-compiled", "inception-v4-compiled", "googlenet-cudagraphs"):
+        assert "skipped: no compilation" in by_step[key] and "--compile" in by_step[key]
+    assert "torchvision ImageFolder + PIL" in by_step["photos"] and "vs torchvision" in by_step["photos"]
+    assert "top-1" in by_step["cifar"] and "googlenet_cifar10_fast" in by_step["cifar"]
+    assert "no CUDA device" in by_step["onnxruntime"]
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["smoke"] and [r["step"] for r in doc["rows"]] == list(STEPS)
-    assert doc["rows"][-1]["values"]["steps"] >= 1
+    assert doc["smoke"] and doc["finished"] and [r["key"] for r in doc["rows"]] == list(STEP_KEYS)
+    values = {r["key"]: r["values"] for r in doc["rows"]}
+    assert values["cifar"]["epochs"] == 1 and values["photos"]["photos"]["photos"] >= 48
+    assert {"googlenet.log", "cifar.log", "photos-0.log", "photos-1.log"} <= {p.name for p in logs.iterdir()}
+
+
+def test_gpu_report_budget_and_step_choice(tmp_path, capsys):
+    """--only runs the named steps; a step that does not fit the budget is skipped and says so;
+    an unknown step is a one-line error."""
+    out = tmp_path / "r.md"
+    assert main(["bench", "gpu-report", "--device", "cpu", "--only", "googlenet", "onnxruntime", "--budget", "1",
+                 "--output", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| G") or line.startswith("| O")]
+    assert len(rows) == 2 and all("budget was spent" in row for row in rows)
+    capsys.readouterr()
+    assert main(["bench", "gpu-report", "--device", "cpu", "--only", "resnet"]) == 2
+    assert "resnet not known" in capsys.readouterr().err
+
+
+def test_make_photo_set(tmp_path):
+    """At least N real JPEGs: every photo, then re-encoded, flipped and cropped copies of them."""
+    write_images(tmp_path / "src" / "train", {"cat": 4, "dog": 4}, size=40)
+    write_images(tmp_path / "src" / "val", {"cat": 1, "dog": 1}, size=40, seed=1)
+    made = make_photo_set(tmp_path / "src", tmp_path / "out", at_least=25, workers=1)
+    assert made["originals"] == 10 and made["copies"] == 3 and made["photos"] == 30
+    files = sorted((tmp_path / "out" / "train").glob("*/*.jpg"))
+    assert len(files) == 30 and {f.parent.name for f in files} == {"cat", "dog"}
+    sizes = {Image.open(f).size for f in files}
+    assert len(sizes) > 1 and all(33 <= w <= 48 and 28 <= h <= 40 for w, h in sizes)   # cropped 70-100% a side
+    assert len(list((tmp_path / "out" / "val").glob("*/*"))) == 4
+
+
+def test_run_inception_kills_a_step_at_its_limit(tmp_path):
+    """A step past its time limit is killed with its process group; its output so far is kept."""
+    start = time.perf_counter()
+    outcome = run_inception(["bench", "model", "googlenet", "--mode", "infer", "--image-size", "64", "--steps",
+                             "100000", "--device", "cpu"], 8.0, log_path=tmp_path / "step.log")
+    assert outcome.rc is None and not outcome.ok and time.perf_counter() - start < 30
+    assert "cut at its 8 s time limit" == outcome.why(8.0)
+    assert "bench googlenet infer" in (tmp_path / "step.log").read_text()
 
 
 def test_align_table_and_percentile():

@@ -24,10 +24,10 @@ from .model import (
                     peak_flops,
                     peak_flops_for_name,
 )
-from .report import STEPS, Report, gpu_report
+from .report import STEP_KEYS, STEPS, Report, gpu_report
 from .runtime import RUNTIMES, RuntimeResult, bench_runtimes, format_runtime_results
 
-__all__ = ["COLUMNS", "MODES", "PIPELINES", "PRECISIONS", "RUNTIMES", "STEPS", "BenchResult", "Report",
+__all__ = ["COLUMNS", "MODES", "PIPELINES", "PRECISIONS", "RUNTIMES", "STEP_KEYS", "STEPS", "BenchResult", "Report",
            "RuntimeResult", "bench_data", "bench_model", "bench_pipeline", "bench_runtimes", "data_verdict",
            "format_data", "format_pipeline", "format_results", "format_runtime_results", "forward_macs",
            "gpu_report", "known_gpu", "parse_model_options", "peak_flops", "peak_flops_for_name"]

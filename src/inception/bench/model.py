@@ -271,7 +271,10 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
             (``profile``: kernels by kind, and how much of the step the device is idle).
     """
     _check_args(mode, precision, batch_size, steps, warmup, num_classes)
-    check_compile_mode(compile_mode)
+    try:
+        check_compile_mode(compile_mode)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if peak_tflops is not None and not peak_tflops > 0:
         raise UserError(f"peak_tflops must be positive, got {peak_tflops}")
     options = dict(model_options or {})

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -284,7 +285,8 @@ def make_photo_set(source: Path, dest: Path, *, at_least: int, per_class: int | 
     for i, path in enumerate(files):
         cls = path.parent.name
         (dest / "train" / cls).mkdir(parents=True, exist_ok=True)
-        jobs += [(str(path), str(dest / "train" / cls / f"{path.stem}-{k}.jpg"), i * copies + k) for k in range(copies)]
+        name = f"{path.parent.parent.name}-{path.stem}"           # the split too: val/x.jpg is not train/x.jpg
+        jobs += [(str(path), str(dest / "train" / cls / f"{name}-{k}.jpg"), i * copies + k) for k in range(copies)]
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(_variant, jobs, chunksize=32))
     for cls_dir in sorted((dest / "train").iterdir()):      # a small val split: 2 originals of each class
@@ -327,9 +329,10 @@ class Outcome:
         return f"failed (exit {self.rc}): {last[:300]}"
 
 
-def run_inception(args: list[str], limit: float, *, log_path: Path | None = None) -> Outcome:
-    """``python -m inception ARGS`` with this very package, in a session of its own, killed
-    (with its compile workers) after ``limit`` seconds."""
+def run_inception(args: list[str], limit: float, *, log_path: Path) -> Outcome:
+    """``python -m inception ARGS`` with this very package, its output streamed to ``log_path``,
+    in a session of its own that is killed (compile workers and DataLoader workers included)
+    after ``limit`` seconds, or when this process is interrupted."""
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -337,22 +340,20 @@ def run_inception(args: list[str], limit: float, *, log_path: Path | None = None
     command = [sys.executable, "-m", "inception", *args]
     log.info("gpu report: %s", " ".join(["inception", *args]))
     start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
+    rc: int | None = None
+    with open(log_path, "w+", encoding="utf-8", errors="replace") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
         try:
-            rc: int | None = proc.wait(timeout=limit)
+            rc = proc.wait(timeout=max(limit, 1.0))
         except subprocess.TimeoutExpired:
             rc = None
-        finally:
-            if proc.poll() is None or rc is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        finally:       # also on KeyboardInterrupt / SIGTERM: no orphan keeps the GPU
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         out.seek(0)
         text = out.read()
-    if log_path is not None:
-        log_path.write_text(text)
     return Outcome(rc=rc, seconds=time.perf_counter() - start, output=text[-4000:])
 
 
@@ -474,17 +475,23 @@ def _cifar_step(ctx: _Context, row: Row) -> None:
     for s in sets:
         args += ["--set", s]
     limit = ctx.limit("cifar")
-    outcome = run_inception(args, limit, log_path=ctx.log_dir / "cifar.log")
+    try:
+        outcome = run_inception(args, limit, log_path=ctx.log_dir / "cifar.log")
+    finally:      # the epochs it did, kept beside its log even when the report is cut
+        if (run_dir / "metrics.jsonl").exists() and ctx.log_dir != ctx.workdir:
+            shutil.copy(run_dir / "metrics.jsonl", ctx.log_dir / "cifar-metrics.jsonl")
     epochs = _epochs(run_dir)
     evals = [e for e in epochs if "val_top1" in e]
     if not evals:
-        row.figures = outcome.why(limit) + (f" after {len(epochs)} epochs" if epochs else "")
+        row.figures = outcome.why(limit) + (f" after {len(epochs)} of the recipe's epochs, "
+                                            f"{statistics.median(e['epoch_time_s'] for e in epochs):.1f} s each "
+                                            "(median), before its first evaluation" if epochs else "")
         return
     last = evals[-1]
     best = max(max(e["val_top1"], e.get("ema_val_top1", -1.0)) for e in evals)
     steady = [e["epoch_time_s"] for e in epochs[1:]] or [epochs[0]["epoch_time_s"]]
     text = (f"**top-1 {last['val_top1']:.2f}%** at epoch {last['epoch']} (best {best:.2f}%), "
-            f"**{_duration(outcome.seconds)} from the command's start**; {len(epochs)} epochs, first "
+            f"**{_duration(outcome.seconds)} from the command's start**; {len(epochs)} epoch(s), first "
             f"{epochs[0]['epoch_time_s']:.1f} s, then {statistics.median(steady):.1f} s median "
             f"({_rate(statistics.median(e['img_per_s'] for e in epochs[1:] or epochs))} img/s); train top-1 "
             f"{epochs[-1]['train_top1']:.2f}%")
@@ -501,7 +508,7 @@ def _cifar_step(ctx: _Context, row: Row) -> None:
 
 def _photos_step(ctx: _Context, row: Row) -> None:
     plan = ctx.plan
-    common = ["--model", "googlenet", "--dataset", "folder", "--image-size", str(plan.photo_size), "--batch-size",
+    common = ["--config", "googlenet_imagenet", "--image-size", str(plan.photo_size), "--batch-size",
               str(plan.photo_batch), "--workers", str(plan.workers), "--epochs", str(plan.photo_epochs),
               "--device", str(ctx.device), "--no-resume", "-q", "--set", f"train.precision={plan.precision}",
               "--set", "train.compile=false", "--set", f"train.eval_interval={plan.photo_epochs}"]
@@ -537,22 +544,23 @@ def _photos_step(ctx: _Context, row: Row) -> None:
     if not rates:
         row.figures = "; ".join(notes) or "no figure"
         return
-    best = max(rates, key=rates.get)
     text = [f"{label} **{_rate(r)} img/s**" for label, r in rates.items()]
+    ours = {label: r for label, r in rates.items() if label.startswith("inception")}
+    best = max(ours, key=ours.get) if ours else None
     synthetic = next((r for r in ctx.results.get("googlenet", {}).get("results", [])
                       if r["implementation"] == "inception"), None)
     values = {"img_per_s": rates, "photos": made}
-    if synthetic is not None and synthetic["image_size"] == plan.photo_size:
+    if best and synthetic is not None and synthetic["image_size"] == plan.photo_size:
         ratio = rates[best] / synthetic["img_per_s"]
         values["vs_synthetic"] = ratio
         text.append(f"{best} / synthetic data (step 1, eager) {_rate(synthetic['img_per_s'])} img/s: **{ratio:.2f}x**"
                     + ("" if plan.smoke else f" (target >= {TARGETS['photos_vs_synthetic']}x: "
                                              f"{_met(ratio >= TARGETS['photos_vs_synthetic'])})"))
     tv = rates.get("torchvision ImageFolder + PIL")
-    if tv and best != "torchvision ImageFolder + PIL":
+    if tv and best:
         ratio = rates[best] / tv
         values["vs_torchvision"] = ratio
-        text.append(f"vs torchvision **{ratio:.2f}x**" + ("" if plan.smoke else
+        text.append(f"{best} vs torchvision **{ratio:.2f}x**" + ("" if plan.smoke else
                     f" (target >= {TARGETS['photos_vs_torchvision']}x: "
                     f"{_met(ratio >= TARGETS['photos_vs_torchvision'])})"))
     text.append(f"{made['photos']:,} photos ({made['originals']:,} originals x {made['copies']} re-encoded copies), "
@@ -601,6 +609,23 @@ RUNNERS: dict[str, Callable[[_Context, Row], None]] = {
 }
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``timeout``, a job scheduler) raises KeyboardInterrupt while the report runs, so
+    the running step's process group is killed and the rows measured so far stay written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def gpu_report(*, device: str = "auto", quick: bool = False, data: str | Path | None = None,
                cifar: str | Path | None = None, workers: int | None = None, budget: float | None = None,
                only: list[str] | None = None, output: str | Path | None = None,
@@ -642,7 +667,7 @@ def gpu_report(*, device: str = "auto", quick: bool = False, data: str | Path | 
         if json_path is not None:
             atomic_write_text(json_path, json.dumps(report.to_dict(), indent=1) + "\n")
 
-    with tempfile.TemporaryDirectory(prefix="inception-gpu-report-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="inception-gpu-report-") as tmp, _terminate_as_interrupt():
         workdir = Path(tmp)
         logs = Path(log_dir) if log_dir is not None else workdir
         logs.mkdir(parents=True, exist_ok=True)

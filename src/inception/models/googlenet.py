@@ -33,7 +33,6 @@ from .layers import (
     BasicConv2d,
     DataConfig,
     InceptionBase,
-    MaxPool2d,
     MaxPool2dSame,
     init_weights,
     max_pool,
@@ -58,7 +57,7 @@ class Inception(nn.Module):
             BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1),
         )
         self.branch4 = nn.Sequential(
-            MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
             BasicConv2d(in_channels, pool_proj, kernel_size=1),
         )
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .googlenet import GoogLeNet
-from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, DataConfig, InceptionBase, MaxPool2d
+from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, DataConfig, InceptionBase
 
 #: How :func:`init_paddleclas` starts the weights (for ``inception models googlenet_v1``).
 INIT = ("as PaddleClas: convolutions N(0, 2 / fan_in) (Paddle's default), linear layers uniform +-sqrt(3 / n) with "
@@ -47,7 +47,7 @@ class InceptionV1(nn.Module):
         self.branch1 = _conv(in_channels, ch1x1, 1)
         self.branch2 = nn.Sequential(_conv(in_channels, ch3x3red, 1), _conv(ch3x3red, ch3x3, 3))
         self.branch3 = nn.Sequential(_conv(in_channels, ch5x5red, 1), _conv(ch5x5red, ch5x5, 5))
-        self.branch4 = nn.Sequential(MaxPool2d(3, stride=1, padding=1), _conv(in_channels, pool_proj, 1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), _conv(in_channels, pool_proj, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1))
@@ -96,7 +96,7 @@ class GoogLeNetV1(InceptionBase):
         self.conv1 = _conv(in_chans, 64, 7, stride=2)
         self.conv2 = _conv(64, 64, 1)
         self.conv3 = _conv(64, 192, 3)
-        self.maxpool = MaxPool2d(3, stride=2)             # used after the stem, 3b and 4e
+        self.maxpool = nn.MaxPool2d(3, stride=2)          # used after the stem, 3b and 4e
         self.inception3a = InceptionV1(192, 64, 96, 128, 16, 32, 32)
         self.inception3b = InceptionV1(256, 128, 128, 192, 32, 96, 64)
         self.inception4a = InceptionV1(480, 192, 96, 208, 16, 48, 64)

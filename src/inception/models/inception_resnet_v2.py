@@ -10,16 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import (
-    INCEPTION_MEAN,
-    INCEPTION_STD,
-    AvgPool2d,
-    BasicConv2d,
-    DataConfig,
-    InceptionBase,
-    MaxPool2d,
-    init_weights,
-)
+from .layers import INCEPTION_MEAN, INCEPTION_STD, BasicConv2d, DataConfig, InceptionBase, init_weights
 
 
 class Mixed_5b(nn.Module):
@@ -31,7 +22,7 @@ class Mixed_5b(nn.Module):
         self.branch2 = nn.Sequential(BasicConv2d(192, 64, kernel_size=1),
                                      BasicConv2d(64, 96, kernel_size=3, padding=1),
                                      BasicConv2d(96, 96, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+        self.branch3 = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
                                      BasicConv2d(192, 64, kernel_size=1))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -72,7 +63,7 @@ class Mixed_6a(nn.Module):
         self.branch1 = nn.Sequential(BasicConv2d(320, 256, kernel_size=1),
                                      BasicConv2d(256, 256, kernel_size=3, padding=1),
                                      BasicConv2d(256, 384, kernel_size=3, stride=2))
-        self.branch2 = MaxPool2d(3, stride=2)
+        self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x)], 1)
@@ -103,7 +94,7 @@ class Mixed_7a(nn.Module):
         self.branch2 = nn.Sequential(BasicConv2d(1088, 256, kernel_size=1),
                                      BasicConv2d(256, 288, kernel_size=3, padding=1),
                                      BasicConv2d(288, 320, kernel_size=3, stride=2))
-        self.branch3 = MaxPool2d(3, stride=2)
+        self.branch3 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
@@ -139,10 +130,10 @@ class InceptionResNetV2(InceptionBase):
         self.conv2d_1a = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, kernel_size=3)
         self.conv2d_2b = BasicConv2d(32, 64, kernel_size=3, padding=1)
-        self.maxpool_3a = MaxPool2d(3, stride=2)
+        self.maxpool_3a = nn.MaxPool2d(3, stride=2)
         self.conv2d_3b = BasicConv2d(64, 80, kernel_size=1)
         self.conv2d_4a = BasicConv2d(80, 192, kernel_size=3)
-        self.maxpool_5a = MaxPool2d(3, stride=2)
+        self.maxpool_5a = nn.MaxPool2d(3, stride=2)
         self.mixed_5b = Mixed_5b()
         self.repeat = nn.Sequential(*[Block35(scale=0.17) for _ in range(10)])
         self.mixed_6a = Mixed_6a()

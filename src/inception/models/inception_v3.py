@@ -21,7 +21,6 @@ from .layers import (
     BasicConv2d,
     DataConfig,
     InceptionBase,
-    avg_pool2d,
     init_weights,
     max_pool,
 )
@@ -42,7 +41,7 @@ class InceptionA(nn.Module):
         b1 = self.branch1x1(x)
         b5 = self.branch5x5_2(self.branch5x5_1(x))
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = self.branch_pool(avg_pool2d(x, 3, 1, 1))
+        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
         return torch.cat([b1, b5, b3, bp], 1)
 
 
@@ -87,7 +86,7 @@ class InceptionC(nn.Module):
         bd = self.branch7x7dbl_1(x)
         bd = self.branch7x7dbl_3(self.branch7x7dbl_2(bd))
         bd = self.branch7x7dbl_5(self.branch7x7dbl_4(bd))
-        bp = self.branch_pool(avg_pool2d(x, 3, 1, 1))
+        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
         return torch.cat([b1, b7, bd, bp], 1)
 
 
@@ -133,7 +132,7 @@ class InceptionE(nn.Module):
         b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
         bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
-        bp = self.branch_pool(avg_pool2d(x, 3, 1, 1))
+        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
         return torch.cat([b1, b3, bd, bp], 1)
 
 

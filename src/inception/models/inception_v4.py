@@ -23,16 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import (
-    INCEPTION_MEAN,
-    INCEPTION_STD,
-    AvgPool2d,
-    BasicConv2d,
-    DataConfig,
-    InceptionBase,
-    MaxPool2d,
-    init_weights,
-)
+from .layers import INCEPTION_MEAN, INCEPTION_STD, BasicConv2d, DataConfig, InceptionBase, init_weights
 
 VARIANTS = ("timm", "mindspore", "paddleclas")
 
@@ -55,14 +46,14 @@ def _concat(parts: list[Tensor], pool_first: bool) -> Tensor:
 
 def _avgpool_1x1(in_channels: int, out_channels: int) -> nn.Sequential:
     """Pool branch: 3x3 average pool (padding not counted) -> 1x1 conv."""
-    return nn.Sequential(AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+    return nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
                          BasicConv2d(in_channels, out_channels, kernel_size=1))
 
 
 class Mixed3a(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.maxpool = MaxPool2d(3, stride=2)
+        self.maxpool = nn.MaxPool2d(3, stride=2)
         self.conv = BasicConv2d(64, 96, kernel_size=3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,7 +81,7 @@ class Mixed5a(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = BasicConv2d(192, 192, kernel_size=3, stride=2)
-        self.maxpool = MaxPool2d(3, stride=2)
+        self.maxpool = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.conv(x), self.maxpool(x)], 1)
@@ -120,7 +111,7 @@ class ReductionA(nn.Module):
         self.branch1 = nn.Sequential(BasicConv2d(384, 192, kernel_size=1),
                                      BasicConv2d(192, 224, kernel_size=3, padding=1),
                                      BasicConv2d(224, 256, kernel_size=3, stride=2))
-        self.branch2 = MaxPool2d(3, stride=2)
+        self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         return _concat([self.branch0(x), self.branch1(x), self.branch2(x)], self.pool_first)
@@ -162,7 +153,7 @@ class ReductionB(nn.Module):
             BasicConv2d(256, 320, kernel_size=(7, 1), padding=(3, 0)),
             BasicConv2d(320, 320, kernel_size=3, stride=2),
         )
-        self.branch2 = MaxPool2d(3, stride=2)
+        self.branch2 = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         return _concat([self.branch0(x), self.branch1(x), self.branch2(x)], self.pool_first)

@@ -71,64 +71,6 @@ class BasicConv2d(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def pool_nhwc_separable(x: Tensor, pool, kernel_size, stride, padding, ceil_mode: bool, **kwargs) -> Tensor:
-    """A 2-D max or average pool of a channels_last batch, as two 1-D pools over views of its
-    memory, (N*H, 1, W, C) then (N, 1, H, Wo*C): each is a plain contiguous (NCHW) pool whose
-    threads read neighbouring channels, where the channels_last pooling kernels of CUDA PyTorch
-    read poorly (measured on an H200: GoogLeNet's 13 max pools took 14 of a 38 ms bf16
-    training step). A max, or an average whose divisor is the product of each dimension's
-    (``count_include_pad=False``: the valid rows times the valid columns), is separable, so the
-    values are exactly those of the 2-D pool (ties may send the gradient to another of the
-    equal inputs). ``pool`` is ``F.max_pool2d`` or ``F.avg_pool2d``; returns channels_last."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
-    n, c, h, w = x.shape
-    y = x.permute(0, 2, 3, 1).reshape(n * h, 1, w, c)            # rows: W; columns: C
-    y = pool(y, (kw, 1), (sw, 1), (pw, 0), ceil_mode=ceil_mode, **kwargs)
-    wo = y.shape[2]
-    y = pool(y.reshape(n, 1, h, wo * c), (kh, 1), (sh, 1), (ph, 0), ceil_mode=ceil_mode, **kwargs)   # rows: H
-    return y.reshape(n, y.shape[2], wo, c).permute(0, 3, 1, 2)
-
-
-def _separable(x: Tensor) -> bool:
-    """Pool ``x`` with :func:`pool_nhwc_separable`: a channels_last CUDA batch in eager mode
-    (compiled, inductor writes its own pooling kernels; other devices have good NHWC kernels)."""
-    return (x.is_cuda and x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling())
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` (same arguments, no state) that pools channels_last CUDA batches as two
-    1-D pools (:func:`pool_nhwc_separable`)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.return_indices or _pair(self.dilation) != (1, 1) or not _separable(x):
-            return super().forward(x)
-        return pool_nhwc_separable(x, F.max_pool2d, self.kernel_size, self.stride, self.padding, self.ceil_mode)
-
-
-class AvgPool2d(nn.AvgPool2d):
-    """``nn.AvgPool2d`` (same arguments, no state) that pools channels_last CUDA batches as two
-    1-D pools (:func:`pool_nhwc_separable`)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.divisor_override is not None or not _separable(x):
-            return super().forward(x)
-        return pool_nhwc_separable(x, F.avg_pool2d, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                                   count_include_pad=self.count_include_pad)
-
-
-def avg_pool2d(x: Tensor, kernel_size: int, stride: int, padding: int = 0) -> Tensor:
-    """``F.avg_pool2d`` (padding counted in the divisor), as two 1-D pools for channels_last CUDA
-    batches (:func:`pool_nhwc_separable`)."""
-    if _separable(x):
-        return pool_nhwc_separable(x, F.avg_pool2d, kernel_size, stride, padding, False)
-    return F.avg_pool2d(x, kernel_size, stride, padding)
-
-
 class BlurMaxPool2d(nn.Module):
     """Anti-aliased max pooling (Zhang 2019, "Making convolutional networks shift-invariant
     again"; timm's BlurPool): a dense max (stride 1), then a fixed [1, 2, 1] x [1, 2, 1] / 16
@@ -140,7 +82,7 @@ class BlurMaxPool2d(nn.Module):
     def __init__(self, kernel_size: int, padding: int = 0, ceil_mode: bool = False) -> None:
         super().__init__()
         self.ceil_pad = 1 if ceil_mode else 0          # -inf on the right/bottom: floor mode then equals ceil mode
-        self.max = MaxPool2d(kernel_size, stride=1, padding=padding)
+        self.max = nn.MaxPool2d(kernel_size, stride=1, padding=padding)
         taps = torch.tensor([1.0, 2.0, 1.0])
         self.register_buffer("filt", (taps[:, None] * taps[None, :] / 16.0)[None, None], persistent=False)
 
@@ -155,7 +97,7 @@ def max_pool(kernel_size: int, *, ceil_mode: bool = False, aa: bool = False) -> 
     """A stride-2 max pool, anti-aliased (:class:`BlurMaxPool2d`) with ``aa``."""
     if aa:
         return BlurMaxPool2d(kernel_size, ceil_mode=ceil_mode)
-    return MaxPool2d(kernel_size, stride=2, ceil_mode=ceil_mode)
+    return nn.MaxPool2d(kernel_size, stride=2, ceil_mode=ceil_mode)
 
 
 class AuxOutputs(NamedTuple):
