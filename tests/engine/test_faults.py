@@ -45,7 +45,7 @@ _DRIVER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     import inception.engine.checkpoint as ck
-    import inception.engine.loop as tr
+    import inception.engine.step as tr   # where the training step computes its loss
     hang_file, marker, slow = os.environ.get("HANG_IN_WRITE"), os.environ.get("MARKER"), os.environ.get("SLOW_STEP")
     orig_write = ck.atomic_write
     def write(path, fn):
@@ -257,7 +257,7 @@ def test_check_data_reports_problems_and_counts(tmp_path, capsys):
 
 
 def test_nan_steps_are_skipped_then_stop_after_too_many(data, tmp_path, monkeypatch):
-    import inception.engine.loop as tr
+    import inception.engine.step as tr   # where the training step computes its loss
 
     real = tr.compute_loss
     calls = {"n": 0}
@@ -289,7 +289,7 @@ def test_nan_steps_are_skipped_then_stop_after_too_many(data, tmp_path, monkeypa
 
 
 def test_nan_weights_never_overwrite_the_last_good_checkpoint(data, tmp_path, monkeypatch):
-    import inception.engine.loop as tr
+    import inception.engine.step as tr   # where the training step computes its loss
 
     out = tmp_path / "run"
     train(_tiny_cfg(data, out, **{"train.epochs": 1}), progress=False)
