@@ -390,11 +390,12 @@ def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
     assert "torchvision ImageFolder + PIL" in by_step["photos"] and "vs torchvision" in by_step["photos"]
     assert "top-1" in by_step["cifar"] and "googlenet_cifar10_fast" in by_step["cifar"]
     assert "no CUDA device" in by_step["onnxruntime"]
+    assert "2 clients: dynamic batching" in by_step["serve"] and "0 errors" in by_step["serve"]
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["smoke"] and doc["finished"] and [r["key"] for r in doc["rows"]] == list(STEP_KEYS)
     values = {r["key"]: r["values"] for r in doc["rows"]}
     assert values["cifar"]["epochs"] == 1 and values["photos"]["photos"]["photos"] >= 48
-    assert {"googlenet.log", "cifar.log", "photos-0.log", "photos-1.log"} <= {p.name for p in logs.iterdir()}
+    assert {"googlenet.log", "cifar.log", "photos-0.log", "photos-1.log", "serve.log"} <= {p.name for p in logs.iterdir()}
 
 
 def test_gpu_report_budget_and_step_choice(tmp_path, capsys):

@@ -466,7 +466,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
                         max_wait_ms=args.max_wait_ms, threads=args.threads, workers=args.workers,
                         baseline=args.baseline, infer=args.infer, infer_passes=args.infer_passes,
                         image_size=args.image_size, num_classes=args.num_classes, runtime=args.runtime,
-                        serve_args=shlex.split(args.serve_args))
+                        device=args.device, serve_args=shlex.split(args.serve_args))
     print(format_serve(bench))
     if args.json:
         _write_json(args.json, bench.to_dict())
@@ -934,7 +934,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=None,
                    help="the server's decode threads and infer's DataLoader workers (default: min(4, cores))")
     b.add_argument("--runtime", choices=["auto", "onnxruntime", "torch"], default="auto",
-                   help="auto: ONNX Runtime for .onnx, PyTorch for the rest")
+                   help="auto: ONNX Runtime for .onnx, PyTorch for the rest (a model name then runs from "
+                        "safetensors)")
+    b.add_argument("--device", default="cpu",
+                   help="where the model runs, for the server, infer and the model alone: cpu, cuda, cuda:N (ONNX "
+                        "Runtime: its CUDA provider; PyTorch: also mps, npu)")
     b.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the server with --max-batch 1 (the ratios' baseline)")
     b.add_argument("--infer", action=argparse.BooleanOptionalAction, default=True,

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import json
 import logging
 import os
@@ -83,14 +84,16 @@ STEPS = (("googlenet", "GoogLeNet training, eager"),
          ("inception-v4", "Inception v4 training, eager"),
          ("inception-v4-compiled", "Inception v4 training, compiled"),
          ("photos", "End to end on real photos"),
+         ("serve", "Serving on the GPU"),
          ("googlenet-cudagraphs", "GoogLeNet training, CUDA graphs"),
          ("onnxruntime", "ONNX Runtime CUDA inference"))
 STEP_KEYS = tuple(k for k, _ in STEPS)
 
 # The targets on one H100/H200 (checked in the GPU report only).
 TARGETS = {"googlenet": 12_000.0, "inception_v4": 2_000.0, "vs_peer": 1.25, "cifar_top1": 93.4,
-           "cifar_minutes": 3.0, "photos_vs_synthetic": 0.9, "photos_vs_torchvision": 2.0}
+           "cifar_minutes": 3.0, "photos_vs_synthetic": 0.9, "photos_vs_torchvision": 2.0, "serve_batching": 3.0}
 MIN_STEP_S = 20.0       # a step is not started with less of the budget left
+SERVE_MODULES = ("fastapi", "uvicorn", "httpx", "multipart", "prometheus_client")    # what bench serve imports
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class Plan:
     photo_epochs: int
     ort_batches: tuple[int, ...]
     ort_steps: int
+    serve: dict                     # bench serve's sizes: clients, duration, warmup, max_batch, images, image_size
     per_class: int | None           # photos per class taken from the image data (None: all)
     limits: dict = field(default_factory=dict)      # step key -> seconds
     cifar_overrides: dict = field(default_factory=dict)
@@ -122,16 +126,21 @@ class Plan:
             return cls(smoke=True, precision="fp32", googlenet=(64, 8), inception_v4=(75, 2), steps=3, warmup=1,
                        workers=2 if workers is None else workers, photos=48, photo_size=32, photo_batch=8,
                        photo_epochs=2, ort_batches=(1, 8), ort_steps=3, per_class=12,
+                       serve={"clients": 2, "duration": 1, "warmup": 0, "max_batch": 4, "images": 8, "image_size": 64,
+                              "threads": 1, "workers": 1},
                        limits=dict.fromkeys(STEP_KEYS, 300.0),
                        cifar_overrides={"data.image_size": 16, "train.epochs": 1, "train.batch_size": 16,
                                         "optim.lr": 0.0125, "train.precision": "fp32", "schedule.warmup_epochs": 0,
                                         "train.log_interval": 1, "train.eval_interval": 1},
                        cifar_per_class=(8, 2))
         limits = {"googlenet": 90, "googlenet-compiled": 240, "cifar": 240, "inception-v4": 90,
-                  "inception-v4-compiled": 300, "photos": 180, "googlenet-cudagraphs": 180, "onnxruntime": 90}
+                  "inception-v4-compiled": 300, "photos": 180, "serve": 120, "googlenet-cudagraphs": 180,
+                  "onnxruntime": 90}
         return cls(smoke=False, precision="bf16", googlenet=(224, 256), inception_v4=(299, 128),
                    steps=20 if quick else 40, warmup=5 if quick else 10, workers=16 if workers is None else workers,
                    photos=10_000, photo_size=224, photo_batch=256, photo_epochs=4, ort_batches=(1, 64),
+                   serve={"clients": 32, "duration": 10, "warmup": 3, "max_batch": 32, "images": 256,
+                          "image_size": 224, "threads": 4, "workers": 8},
                    ort_steps=10 if quick else 30, per_class=None, limits={k: float(v) for k, v in limits.items()})
 
 
@@ -569,6 +578,49 @@ def _photos_step(ctx: _Context, row: Row) -> None:
     row.values = values
 
 
+def _serve_step(ctx: _Context, row: Row) -> None:
+    plan, sv = ctx.plan, ctx.plan.serve
+    args = ["bench", "serve", "--model", "googlenet", "--runtime", "torch", "--device", ctx.device.type,
+            "--image-size", str(sv["image_size"]), "--concurrency", str(sv["clients"]), "--duration",
+            str(sv["duration"]), "--warmup", str(sv["warmup"]), "--max-batch", str(sv["max_batch"]), "--num-images",
+            str(sv["images"]), "--threads", str(sv["threads"]), "--workers", str(sv["workers"]), "--infer-passes", "1"]
+    if ctx.images is not None:
+        args += ["--images", str(ctx.images)]
+    row.command = " ".join(["inception", *args])
+    missing = [m for m in SERVE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        row.figures = (f"skipped: the serve extra is not installed here ({', '.join(missing)} missing): "
+                       "pip install 'inception[serve]'")
+        return
+    out = ctx.workdir / "serve.json"
+    limit = ctx.limit("serve")
+    outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / "serve.log")
+    doc = _read_json(out)
+    if doc is None:
+        row.figures = outcome.why(limit)
+        return
+    by_mode = {r["mode"]: r for r in doc["results"] if r["concurrency"] == sv["clients"]}
+    dyn, one = by_mode.get("dynamic"), by_mode.get("max-batch 1")
+    if dyn is None or one is None:
+        row.figures = "no result at the top concurrency"
+        return
+    ratio = dyn["img_per_s"] / one["img_per_s"] if one["img_per_s"] else float("inf")
+    text = (f"{sv['clients']} clients: dynamic batching **{_rate(dyn['img_per_s'])} img/s** (p50 {dyn['p50_ms']:.1f} "
+            f"ms, mean batch {dyn['mean_batch']:.1f}), --max-batch 1 {_rate(one['img_per_s'])} img/s: "
+            f"**{ratio:.2f}x**")
+    if not plan.smoke:
+        text += f" (target >= {TARGETS['serve_batching']:g}x: {_met(ratio >= TARGETS['serve_batching'])})"
+    alone = doc.get("model_alone", {})
+    if alone:
+        text += "; the model alone " + ", ".join(f"batch {b}: {_rate(v)} img/s" for b, v in alone.items())
+    if doc.get("infer_img_per_s"):
+        text += f"; inception infer {_rate(doc['infer_img_per_s'])} img/s"
+    errors = dyn["errors"] + one["errors"]
+    text += f"; {doc['device']}, PyTorch fp32, {errors} errors"
+    row.figures = text
+    row.values = doc
+
+
 def _ort_step(ctx: _Context, row: Row) -> None:
     plan = ctx.plan
     size = plan.googlenet[0]
@@ -604,6 +656,7 @@ RUNNERS: dict[str, Callable[[_Context, Row], None]] = {
     "inception-v4": _model_step("inception-v4", "inception_v4", compile=False, peers=("timm",)),
     "inception-v4-compiled": _model_step("inception-v4-compiled", "inception_v4", compile=True, peers=("timm",)),
     "photos": _photos_step,
+    "serve": _serve_step,
     "googlenet-cudagraphs": _model_step("googlenet-cudagraphs", "googlenet", compile=True, mode="reduce-overhead"),
     "onnxruntime": _ort_step,
 }

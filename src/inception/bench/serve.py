@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..data.folder import is_image_file
 from ..errors import UserError
+from ..export import write_model
 from ..infer import default_threads, load_predictor, run_inference
 from ..metadata import model_metadata
 from ..models import create_model, list_models
@@ -100,6 +101,7 @@ class ServeBench:
 
     model: str
     runtime: str
+    device: str                     # where the model ran ("cpu", "cuda:0"...)
     image_size: int
     images: int                     # distinct image files sent, round-robin
     images_source: str
@@ -296,9 +298,9 @@ def measure(url: str, bodies: list[tuple[str, bytes]], *, mode: str, max_batch: 
 # --------------------------------------------------------------------------------------
 # The whole benchmark
 
-def _model_file(target: str, workdir: Path, image_size: int | None, num_classes: int) -> Path:
-    """A model file as given, or a zoo model's name exported (random weights, BatchNorm
-    folded) to ONNX as ``inception export`` would."""
+def _model_file(target: str, workdir: Path, image_size: int | None, num_classes: int, runtime: str = "auto") -> Path:
+    """A model file as given, or a zoo model's name exported (random weights) as ``inception
+    export`` would: to ONNX (BatchNorm folded), or to safetensors for ``runtime="torch"``."""
     path = Path(target).expanduser()
     if path.exists():
         return path
@@ -307,6 +309,9 @@ def _model_file(target: str, workdir: Path, image_size: int | None, num_classes:
                         f"checkpoint or run directory, or one of: {', '.join(list_models())}")
     model = create_model(target, num_classes=num_classes).eval()
     metadata = model_metadata(model, None, None, image_size=image_size)
+    if runtime == "torch":
+        path = workdir / f"{target}-{metadata['image_size']}.safetensors"
+        return write_model(model, path, fmt="safetensors", metadata=metadata, image_size=metadata["image_size"])
     return export_onnx(model, metadata, workdir / f"{target}-{metadata['image_size']}.onnx")
 
 
@@ -315,14 +320,17 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
                 max_batch: int = 32, max_wait_ms: float = 5.0, threads: int | None = None,
                 workers: int | None = None, baseline: bool = True, infer: bool = True, infer_passes: int = 3,
                 image_size: int | None = None, num_classes: int = 1000, runtime: str = "auto",
-                serve_args: Sequence[str] = (), model_steps: int = 10, progress=None) -> ServeBench:
+                device: str = "cpu", serve_args: Sequence[str] = (), model_steps: int = 10,
+                progress=None) -> ServeBench:
     """Load-test ``inception serve`` with ``model`` (a file, or a zoo model's name: random
     weights exported to ONNX) at each ``concurrency``, with dynamic batching (``max_batch``,
     ``max_wait_ms``) and, with ``baseline``, with ``--max-batch 1``; with ``infer``, time
     ``inception infer`` over the same files (``infer_passes`` passes, median). ``serve_args``:
     more ``inception serve`` options for both servers. With the baseline, the model call alone
     is also timed at batch 1 and ``max_batch`` (``model_steps`` calls each, medians): what
-    batching gains in the model itself here."""
+    batching gains in the model itself here. ``device``: where the model runs, for the server
+    (``--device``), infer and the model alone alike (``cuda``: a zoo model name then runs on
+    PyTorch with ``runtime="torch"``, on ONNX Runtime's CUDA provider otherwise)."""
     if not concurrency or any(c < 1 for c in concurrency):
         raise UserError(f"--concurrency values must be >= 1 (got {list(concurrency)})")
     for name, value in (("--duration", duration), ("--max-batch", max_batch), ("--infer-passes", infer_passes)):
@@ -335,10 +343,11 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="inception-bench-serve-") as tmp:
         work = Path(tmp)
-        model_path = _model_file(str(model), work, image_size, num_classes)
+        model_path = _model_file(str(model), work, image_size, num_classes, runtime)
         files, source = collect_images(images, num_images, work)
-        predictor = load_predictor(model_path, runtime=runtime, threads=threads)
-        bench = ServeBench(model=str(model), runtime=predictor.runtime, image_size=predictor.image_size,
+        predictor = load_predictor(model_path, runtime=runtime, device=device, threads=threads)
+        bench = ServeBench(model=str(model), runtime=predictor.runtime, device=predictor.device,
+                           image_size=predictor.image_size,
                            images=len(files), images_source=source, threads=threads, workers=workers,
                            max_batch=max_batch, max_wait_ms=max_wait_ms, duration=duration,
                            serve_args=list(serve_args), infer_img_per_s=None)
@@ -361,13 +370,14 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
         if baseline and max_batch != 1:
             say(f"the model alone: batch 1 and {max_batch}, {model_steps} calls each")
             for r in bench_runtimes([str(model_path)], batch_sizes=(1, max_batch), steps=model_steps, warmup=2,
-                                    threads=threads):
+                                    threads=threads, device=device):
                 bench.model_alone[r.batch_size] = r.img_per_s
         bodies = [(f.name, f.read_bytes()) for f in files]
         modes = [("dynamic", max_batch)] + ([("max-batch 1", 1)] if baseline and max_batch != 1 else [])
         for mode, batch in modes:
             args = ["--max-batch", str(batch), "--max-wait-ms", str(max_wait_ms), "--threads", str(threads),
-                    "--workers", str(workers), "--runtime", runtime, "--no-access-log", *serve_args]
+                    "--workers", str(workers), "--runtime", runtime, "--device", device, "--no-access-log",
+                    *serve_args]
             with ServerProcess(model_path, args=args) as server:
                 if m := STACK.search(server.banner or ""):
                     bench.http_stack = f"{m.group(1)}, {m.group(2)}"
@@ -385,7 +395,8 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
 def format_serve(bench: ServeBench) -> str:
     """The load table, where the time goes, and the ratios."""
     extra = f", serve options {' '.join(bench.serve_args)}" if bench.serve_args else ""
-    head = (f"{Path(bench.model).name} on {bench.runtime} at {bench.image_size} px; {bench.threads} model threads, "
+    head = (f"{Path(bench.model).name} on {bench.runtime} ({bench.device}) at {bench.image_size} px; "
+            f"{bench.threads} model threads, "
             f"{bench.workers} decode workers{extra}; uvicorn ({bench.http_stack or '?'}); {bench.images_source}; "
             f"{bench.duration:g} s per level; torch "
             f"{torch.__version__}, onnxruntime {ort_version()}")
