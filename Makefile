@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-slow test-all test-interop gpu-report gpu-data clean
+.PHONY: install demo lint test test-slow test-all test-interop gpu-report gpu-data gpu-pylib clean
 
 install: $(STAMP)
 
@@ -65,6 +65,23 @@ gpu-report: $(STAMP)
 gpu-data:
 	mkdir -p data
 	cp -n ../shared/data/cifar10-jpg.tar.gz ../shared/data/imagewoof-sample.tar.gz data/
+
+# For a GPU machine that has torch but can install nothing: timm (the Inception v4 peer, 11 MB) and the serve extra
+# with its dependencies, as wheels for its Python (GPU_PYTHON), at this .venv's versions, unpacked into data/pylib;
+# run the report there with PYTHONPATH=src:data/pylib. GPU_PYLIB="timm" or "serve" for one of the two.
+GPU_PYTHON ?= 3.12
+GPU_PYLIB  ?= timm serve
+WHEEL_ARGS := --quiet --only-binary=:all: --python-version $(GPU_PYTHON) --platform manylinux2014_x86_64 \
+	--platform manylinux_2_17_x86_64 -c data/wheels.pins -d data/wheels
+gpu-pylib: $(STAMP)
+	rm -rf data/pylib data/wheels && mkdir -p data/pylib data/wheels
+	$(PY) -m pip freeze --exclude-editable > data/wheels.pins
+	$(if $(filter timm,$(GPU_PYLIB)),$(PY) -m pip download $(WHEEL_ARGS) --no-deps timm)
+	$(if $(filter serve,$(GPU_PYLIB)),$(PY) -m pip download $(WHEEL_ARGS) fastapi uvicorn python-multipart \
+		prometheus-client httpx)
+	$(PY) -c "import glob, zipfile; [zipfile.ZipFile(w).extractall('data/pylib') for w in glob.glob('data/wheels/*.whl')]"
+	rm -rf data/wheels data/wheels.pins
+	du -sh data/pylib
 
 clean:
 	rm -rf $(VENV) $(VENV_INTEROP) build *.egg-info src/*.egg-info .pytest_cache
