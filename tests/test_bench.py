@@ -385,6 +385,7 @@ def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
     by_step = dict(zip(STEP_KEYS, rows))
     assert "img/s" in by_step["googlenet"] and "x**" in by_step["googlenet"]          # against torchvision's
     assert "timm" in by_step["inception-v4"]
+    assert "x** the step alone in `bench model`" in by_step["trainer"] and "--dataset synthetic" in by_step["trainer"]
     for key in ("googlenet-compiled", "inception-v4-compiled", "googlenet-cudagraphs"):
         assert "skipped: no compilation" in by_step[key] and "--compile" in by_step[key]
     assert "torchvision ImageFolder + PIL" in by_step["photos"] and "vs torchvision" in by_step["photos"]
@@ -395,7 +396,8 @@ def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
     assert doc["smoke"] and doc["finished"] and [r["key"] for r in doc["rows"]] == list(STEP_KEYS)
     values = {r["key"]: r["values"] for r in doc["rows"]}
     assert values["cifar"]["epochs"] == 1 and values["photos"]["photos"]["photos"] >= 48
-    assert {"googlenet.log", "cifar.log", "photos-0.log", "photos-1.log", "serve.log"} <= {p.name for p in logs.iterdir()}
+    kept = {p.name for p in logs.iterdir()}
+    assert {"googlenet.log", "trainer.log", "cifar.log", "photos-0.log", "photos-1.log", "serve.log"} <= kept
 
 
 def test_gpu_report_budget_and_step_choice(tmp_path, capsys):
@@ -428,9 +430,9 @@ def test_run_inception_kills_a_step_at_its_limit(tmp_path):
     """A step past its time limit is killed with its process group; its output so far is kept."""
     start = time.perf_counter()
     outcome = run_inception(["bench", "model", "googlenet", "--mode", "infer", "--image-size", "64", "--steps",
-                             "100000", "--device", "cpu"], 8.0, log_path=tmp_path / "step.log")
+                             "100000", "--device", "cpu"], 5.0, log_path=tmp_path / "step.log")
     assert outcome.rc is None and not outcome.ok and time.perf_counter() - start < 30
-    assert "cut at its 8 s time limit" == outcome.why(8.0)
+    assert "cut at its 5 s time limit" == outcome.why(5.0)
     assert "bench googlenet infer" in (tmp_path / "step.log").read_text()
 
 

@@ -94,7 +94,7 @@ def test_head_is_the_classifier_and_aux_heads():
 
 
 def test_time_limit_stops_within_one_step(data, tmp_path, monkeypatch, capsys):
-    import inception.engine.step as tr   # where the training step computes its loss
+    import inception.engine.step as tr  # where the training step computes its loss
 
     calls = []
     real = tr.compute_loss
@@ -129,7 +129,7 @@ def test_plot_report_and_runs(data, pretrained, tmp_path, capsys):
     a = runs / "a"
     train(_cfg(data, a, **{"train.epochs": 2}), progress=False)
     # an interrupted run: SIGTERM during its second step (checkpointed, resumable)
-    import inception.engine.step as tr   # where the training step computes its loss
+    import inception.engine.step as tr  # where the training step computes its loss
 
     real, calls = tr.compute_loss, []
 
@@ -184,7 +184,7 @@ def test_failed_run_status(data, tmp_path):
     with pytest.raises(UserError):
         train(_cfg(data, out, **{"model.num_classes": 7}), progress=False)
     cfg = _cfg(data, out / "r2", **{"train.max_bad_steps": 1})
-    import inception.engine.step as tr   # where the training step computes its loss
+    import inception.engine.step as tr  # where the training step computes its loss
 
     real = tr.compute_loss
     tr.compute_loss = lambda *a, **k: (real(*a, **k)[0] * float("nan"), real(*a, **k)[1])

@@ -50,8 +50,9 @@ class ModelCfg:
 
 @dataclass
 class DataCfg:
-    dataset: Literal["digits", "cifar10", "cifar100", "folder", "list"] = _f(
-        "digits", "digits (built in), cifar10, cifar100, folder (root/train/<class>/...), list (PaddleClas list files)")
+    dataset: Literal["digits", "cifar10", "cifar100", "folder", "list", "synthetic"] = _f(
+        "digits", "digits (built in), cifar10, cifar100, folder (root/train/<class>/...), list (PaddleClas list "
+        "files), synthetic (random images made in memory: the training loop's speed with no input pipeline)")
     data_dir: str | None = _f(None, "dataset root, or a .tar/.tar.gz of <split>/<class>/ folders read without "
                                     "unpacking (folder, cifar10/100); not needed for digits")
     train_split: str = _f("train", "sub-folder (folder, cifar image folders) used for training")
@@ -104,6 +105,8 @@ class DataCfg:
         "batch gets one of the two at random (0 = off)", ge=0)
     mix_prob: float = _f(1.0, "probability that a train batch is mixed (with mixup_alpha or cutmix_alpha set)",
                          ge=0, le=1)
+    synthetic_images: int = _f(2560, "synthetic: train images (val: a tenth of them)", ge=1)
+    synthetic_classes: int = _f(10, "synthetic: classes", ge=2)
     progressive_sizes: list[int] = _f(
         [], "progressive resizing: train image sizes in equal shares of train.epochs, e.g. [96, 112, 128] over 6 "
         "epochs trains 2 at 96, 2 at 112, then 2 at 128 (the size is a function of the epoch, so resume is "
@@ -218,6 +221,8 @@ APPLIES_WHEN: dict[str, tuple[str, tuple]] = {
     "data.train_list": ("data.dataset", ("list",)),
     "data.val_list": ("data.dataset", ("list",)),
     "data.gpu_decode": ("data.pipeline", ("fast",)),
+    "data.synthetic_images": ("data.dataset", ("synthetic",)),
+    "data.synthetic_classes": ("data.dataset", ("synthetic",)),
     "data.randaugment_magnitude": ("data.auto_augment", ("randaugment",)),
     "data.randaugment_ops": ("data.auto_augment", ("randaugment",)),
     "optim.momentum": ("optim.name", ("sgd", "rmsprop")),
@@ -446,7 +451,7 @@ def validate(cfg: Config) -> None:
                         ">= 1, e.g. [96, 112, 128]")
     if len(cfg.optim.betas) != 2:
         raise UserError(f"optim.betas {cfg.optim.betas} must be two numbers, e.g. [0.9, 0.999]")
-    if cfg.data.dataset != "digits" and not cfg.data.data_dir:
+    if cfg.data.dataset not in ("digits", "synthetic") and not cfg.data.data_dir:
         raise UserError(f"data.dataset '{cfg.data.dataset}' needs data.data_dir (--data-dir PATH)")
     if cfg.train.time_limit is not None:
         parse_duration(cfg.train.time_limit, "train.time_limit")

@@ -257,7 +257,7 @@ def test_check_data_reports_problems_and_counts(tmp_path, capsys):
 
 
 def test_nan_steps_are_skipped_then_stop_after_too_many(data, tmp_path, monkeypatch):
-    import inception.engine.step as tr   # where the training step computes its loss
+    import inception.engine.step as tr  # where the training step computes its loss
 
     real = tr.compute_loss
     calls = {"n": 0}
@@ -289,7 +289,7 @@ def test_nan_steps_are_skipped_then_stop_after_too_many(data, tmp_path, monkeypa
 
 
 def test_nan_weights_never_overwrite_the_last_good_checkpoint(data, tmp_path, monkeypatch):
-    import inception.engine.step as tr   # where the training step computes its loss
+    import inception.engine.step as tr  # where the training step computes its loss
 
     out = tmp_path / "run"
     train(_tiny_cfg(data, out, **{"train.epochs": 1}), progress=False)

@@ -95,14 +95,18 @@ def test_bench_serve_dynamic_vs_max_batch_1_vs_infer(served):
 
 
 def test_cli_bench_serve(served, tmp_path, capsys):
+    """A zoo model name on --runtime torch: written to safetensors, served by PyTorch on --device."""
     out = tmp_path / "serve.json"
-    rc = main(["bench", "serve", "--model", str(served["onnx"]), "--images", str(served["folder"]), "--concurrency",
-               "2", "--duration", "0.5", "--warmup", "0", "--max-batch", "4", "--threads", "1", "--workers", "1",
-               "--no-baseline", "--no-infer", "--json", str(out)])
+    rc = main(["bench", "serve", "--model", "googlenet", "--runtime", "torch", "--device", "cpu", "--image-size", "32",
+               "--num-classes", "3", "--images", str(served["folder"]), "--concurrency", "2", "--duration", "0.5",
+               "--warmup", "0", "--max-batch", "4", "--threads", "1", "--workers", "1", "--no-baseline", "--no-infer",
+               "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "req/s" in text and "where a request's time goes" in text and "infer on the same files" not in text
+    assert "googlenet on torch (cpu) at 32 px" in text
     data = json.loads(out.read_text())
+    assert data["runtime"] == "torch" and data["device"] == "cpu"
     assert [r["mode"] for r in data["results"]] == ["dynamic"] and data["infer_img_per_s"] is None
     assert data["model_alone"] == {} and data["model_batching_gain"] is None      # no baseline: not timed
     assert set(LoadResult.__dataclass_fields__) <= set(data["results"][0])

@@ -79,6 +79,7 @@ CIFAR_ARCHIVE = "cifar10-jpg.tar.gz"
 
 # (key, the row's title), in the order they run.
 STEPS = (("googlenet", "GoogLeNet training, eager"),
+         ("trainer", "The trainer on synthetic data"),
          ("googlenet-compiled", "GoogLeNet training, compiled"),
          ("cifar", "CIFAR-10 fast recipe"),
          ("inception-v4", "Inception v4 training, eager"),
@@ -107,6 +108,7 @@ class Plan:
     steps: int
     warmup: int
     workers: int
+    synthetic: int                  # train images of the trainer step (made in memory)
     photos: int                     # at least this many photos for the end-to-end step
     photo_size: int                 # its training resolution
     photo_batch: int
@@ -124,7 +126,7 @@ class Plan:
         """The GPU plan on CUDA (``quick``: fewer timed steps), else the CPU smoke plan."""
         if device.type != "cuda":
             return cls(smoke=True, precision="fp32", googlenet=(64, 8), inception_v4=(75, 2), steps=3, warmup=1,
-                       workers=2 if workers is None else workers, photos=48, photo_size=32, photo_batch=8,
+                       workers=2 if workers is None else workers, synthetic=64, photos=48, photo_size=32, photo_batch=8,
                        photo_epochs=2, ort_batches=(1, 8), ort_steps=3, per_class=12,
                        serve={"clients": 2, "duration": 1, "warmup": 0, "max_batch": 4, "images": 8, "image_size": 64,
                               "threads": 1, "workers": 1},
@@ -133,12 +135,12 @@ class Plan:
                                         "optim.lr": 0.0125, "train.precision": "fp32", "schedule.warmup_epochs": 0,
                                         "train.log_interval": 1, "train.eval_interval": 1},
                        cifar_per_class=(8, 2))
-        limits = {"googlenet": 90, "googlenet-compiled": 240, "cifar": 240, "inception-v4": 90,
+        limits = {"googlenet": 90, "trainer": 90, "googlenet-compiled": 240, "cifar": 240, "inception-v4": 90,
                   "inception-v4-compiled": 300, "photos": 180, "serve": 120, "googlenet-cudagraphs": 180,
                   "onnxruntime": 90}
         return cls(smoke=False, precision="bf16", googlenet=(224, 256), inception_v4=(299, 128),
                    steps=20 if quick else 40, warmup=5 if quick else 10, workers=16 if workers is None else workers,
-                   photos=10_000, photo_size=224, photo_batch=256, photo_epochs=4, ort_batches=(1, 64),
+                   synthetic=8192, photos=10_000, photo_size=224, photo_batch=256, photo_epochs=4, ort_batches=(1, 64),
                    serve={"clients": 32, "duration": 10, "warmup": 3, "max_batch": 32, "images": 256,
                           "image_size": 224, "threads": 4, "workers": 8},
                    ort_steps=10 if quick else 30, per_class=None, limits={k: float(v) for k, v in limits.items()})
@@ -468,6 +470,40 @@ def _model_step(key: str, name: str, *, compile: bool, mode: str = "default", pe
     return run
 
 
+def _trainer_step(ctx: _Context, row: Row) -> None:
+    """``inception train`` on synthetic images held on the device, eager, at the sizes of the
+    ``googlenet`` step: the whole loop (logging, the loss tally, the non-finite guard, the
+    epoch's bookkeeping) against the step alone that ``bench model`` timed."""
+    plan = ctx.plan
+    size, batch = plan.googlenet
+    epochs = 3
+    args = ["train", "--dataset", "synthetic", "--model", "googlenet", "--image-size", str(size), "--batch-size",
+            str(batch), "--epochs", str(epochs), "--device", ctx.device.type, "--set",
+            f"data.synthetic_images={plan.synthetic}", "--set", "data.synthetic_classes=1000", "--set",
+            f"train.precision={plan.precision}", "--set", "train.compile=false", "--set", "train.log_interval=50",
+            "--set", f"train.eval_interval={epochs}"]
+    row.command = " ".join(["inception", *args])
+    run_dir = ctx.workdir / "trainer-run"
+    limit = ctx.limit("trainer")
+    outcome = run_inception([*args, "--output-dir", str(run_dir), "--no-resume", "-q"], limit,
+                            log_path=ctx.log_dir / "trainer.log")
+    epochs_done = _epochs(run_dir)[1:]        # the first epoch pays cuDNN's autotuning
+    if not epochs_done:
+        row.figures = outcome.why(limit)
+        return
+    rate = statistics.median(e["img_per_s"] for e in epochs_done)
+    text = f"**{_rate(rate)} img/s** (median of epochs 2-{epochs}, {plan.synthetic:,} images an epoch; eager)"
+    bench = next((r for r in ctx.results.get("googlenet", {}).get("results", [])
+                  if r["implementation"] == "inception"), None)
+    values = {"img_per_s": rate, "epochs": epochs_done}
+    if bench is not None:
+        values["vs_bench"] = rate / bench["img_per_s"]
+        text += (f"; **{rate / bench['img_per_s']:.2f}x** the step alone in `bench model` "
+                 f"({_rate(bench['img_per_s'])} img/s, step 1)")
+    row.figures = text
+    row.values = values
+
+
 def _cifar_step(ctx: _Context, row: Row) -> None:
     plan = ctx.plan
     sets = [f"{k}={v}" for k, v in plan.cifar_overrides.items()]
@@ -650,6 +686,7 @@ def _ort_step(ctx: _Context, row: Row) -> None:
 
 RUNNERS: dict[str, Callable[[_Context, Row], None]] = {
     "googlenet": _model_step("googlenet", "googlenet", compile=False, peers=("torchvision",), profile=True),
+    "trainer": _trainer_step,
     "googlenet-compiled": _model_step("googlenet-compiled", "googlenet", compile=True, peers=("torchvision",),
                                       profile=True),
     "cifar": _cifar_step,

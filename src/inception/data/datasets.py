@@ -21,6 +21,7 @@ from .cache import cache_dataset, is_cache
 from .cifar import cifar_dataset, expected_layouts, find_cifar
 from .digits import digits_dataset
 from .folder import find_classes, folder_dataset, list_dataset, load_image, require_dir
+from .synthetic import synthetic_dataset
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Reading:
     """
 
     transform: Callable
+    size: int | None = None           # the output side (synthetic images are made at it)
     file_loader: Callable = load_image
     file_transform: Callable | None = None
     normalize: tuple | None = field(default=None)
@@ -48,6 +50,9 @@ def open_split(cfg: DataCfg, split: str, reading: Reading) -> Dataset:
     """The dataset of one split, labelled by its own classes."""
     if cfg.dataset == "digits":
         return digits_dataset(is_train_part(cfg, split), reading.transform)
+    if cfg.dataset == "synthetic":
+        return synthetic_dataset(is_train_part(cfg, split), images=cfg.synthetic_images,
+                                 classes=cfg.synthetic_classes, size=reading.size or 32, transform=reading.transform)
     if not cfg.data_dir:
         raise UserError(f"data.dataset '{cfg.dataset}' needs data.data_dir (--data-dir PATH)")
     path = Path(cfg.data_dir).expanduser()
@@ -76,7 +81,8 @@ def open_split(cfg: DataCfg, split: str, reading: Reading) -> Dataset:
         return folder_dataset(require_dir(root / split, "split folder", fix), **reading.files())
     if cfg.dataset == "list":
         return list_dataset(_list_file(cfg, root, split), root, **reading.files())
-    raise UserError(f"unknown data.dataset '{cfg.dataset}'; choose digits, cifar10, cifar100, folder or list")
+    raise UserError(f"unknown data.dataset '{cfg.dataset}'; choose digits, cifar10, cifar100, folder, list or "
+                    "synthetic")
 
 
 def folder_classes(cfg: DataCfg, split: str) -> list[str] | None:
@@ -89,7 +95,7 @@ def folder_classes(cfg: DataCfg, split: str) -> list[str] | None:
 
 
 def is_train_part(cfg: DataCfg, split: str) -> bool:
-    """For datasets with a fixed train/test pair (digits, CIFAR files)."""
+    """For datasets with a fixed train/test pair (digits, CIFAR files, synthetic)."""
     if split in (cfg.train_split, "train"):
         return True
     if split in (cfg.val_split, "val", "test"):

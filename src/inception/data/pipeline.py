@@ -48,7 +48,7 @@ from .resident import ResidentLoader
 from .sampling import EpochSampler, SeededSamples, ShardSampler, SizeSchedule, collate_skipping
 from .transforms import SizedTransform, augment_policy, eval_transform, train_transform
 
-_CIFAR_STYLE = ("digits", "cifar10", "cifar100")
+_CIFAR_STYLE = ("digits", "cifar10", "cifar100", "synthetic")
 
 #: Largest dataset held on the device by default (data.device_resident unset).
 DEVICE_RESIDENT_MAX_BYTES = 4 * 2**30
@@ -204,8 +204,9 @@ def _reading(cfg: DataCfg, pre: Preprocessing, train: bool) -> Reading:
         transform = pre.eval_transform()
         decoder = pre.eval_decoder(cfg.gpu_decode) if fast else None
     if decoder is None:
-        return Reading(transform)
-    return Reading(transform, file_loader=read_encoded, file_transform=decoder, normalize=(pre.mean, pre.std))
+        return Reading(transform, size=pre.size)
+    return Reading(transform, size=pre.size, file_loader=read_encoded, file_transform=decoder,
+                   normalize=(pre.mean, pre.std))
 
 
 def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Dataset]:
