@@ -185,10 +185,12 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
         state.ckpts = CheckpointManager(run_dir, cfg.train.keep_checkpoint_max)
         write_status(run_dir, "running", model=cfg.model.name, dataset=cfg.data.dataset, epochs=cfg.train.epochs)
         log.info("run %s: %s (%.2fM params) on %s x%d, %s, %d train / %d val images, %d classes, %dx%d, "
-                 "%d steps/epoch of %d images", run_dir, cfg.model.name,
+                 "%d steps/epoch of %d images; %s step%s", run_dir, cfg.model.name,
                  sum(p.numel() for p in model.parameters()) / 1e6, device, info.world_size, cfg.train.precision,
                  len(train_loader.dataset), len(val_loader.dataset), num_classes, image_size, image_size,
-                 state.steps_per_epoch, cfg.train.batch_size * info.world_size)
+                 state.steps_per_epoch, cfg.train.batch_size * info.world_size, step.what,
+                 " (the first steps compile it: a minute or two; train.compile=false turns it off)"
+                 if step.compiled is not None and cfg.train.compile is None else "")
         if ckpt is not None:
             log.info("resumed from %s at epoch %d, step %d", resume, state.epoch + 1, state.global_step)
     if ckpt is not None:
