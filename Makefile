@@ -56,15 +56,17 @@ test-interop: $(STAMP_INTEROP)
 	INCEPTION_INTEROP=1 $(PY_INTEROP) -m pytest -q tests/interop -p no:cacheprovider
 
 # Every GPU figure the README promises, with its peers, as one Markdown table and JSON, within an 8-minute budget
-# on one GPU (without CUDA, a tiny CPU smoke version of the same steps). Reads data/ (see gpu-data), else
-# ../shared/data; or pass ARGS="--data DIR --cifar PATH --budget SECONDS --only STEP...".
-gpu-report: $(STAMP)
+# on one GPU (without CUDA, a tiny CPU smoke version of the same steps). Reads data/ (see gpu-data); or pass
+# ARGS="--data DIR --cifar PATH --budget SECONDS --only STEP...".
+gpu-report: $(STAMP) gpu-data
 	$(VENV)/bin/inception bench gpu-report --output gpu-report.md --json gpu-report.json --log-dir gpu-report-logs $(ARGS)
 
-# The report's data in the git-ignored data/ folder, so a GPU machine that receives only the checkout has it.
+# The report's data in the git-ignored data/ folder, so a GPU machine that receives only the checkout has it:
+# copied from ../shared/data, which sits beside this repository's checkouts (elsewhere: put them in data/ yourself).
+SHARED_ARCHIVES := $(wildcard ../shared/data/cifar10-jpg.tar.gz ../shared/data/imagewoof-sample.tar.gz)
 gpu-data:
 	mkdir -p data
-	cp -n ../shared/data/cifar10-jpg.tar.gz ../shared/data/imagewoof-sample.tar.gz data/
+	$(if $(SHARED_ARCHIVES),cp -n $(SHARED_ARCHIVES) data/,@echo "no ../shared/data here: put cifar10-jpg.tar.gz and imagewoof-sample.tar.gz in data/, or pass --data/--cifar")
 
 # For a GPU machine that has torch but can install nothing: timm (the Inception v4 peer, 11 MB) and the serve extra
 # with its dependencies, as wheels for its Python (GPU_PYTHON), at this .venv's versions, unpacked into data/pylib;

@@ -973,10 +973,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto, cuda, cuda:N or cpu (not CUDA, npu included: the smoke version)")
     b.add_argument("--data", default=None, metavar="PATH",
                    help="photos for the end-to-end step: a folder dataset or a .tar.gz of class folders (default: "
-                        "data/imagewoof-sample.tar.gz, else ../shared/data/imagewoof-sample.tar.gz)")
+                        "data/imagewoof-sample.tar.gz or data/imagenette-160.tar.gz)")
     b.add_argument("--cifar", default=None, metavar="PATH",
-                   help="CIFAR-10 for the recipe step (default: data/cifar10-jpg.tar.gz, else "
-                        "../shared/data/cifar10-jpg.tar.gz)")
+                   help="CIFAR-10 for the recipe step (default: data/cifar10-jpg.tar.gz)")
     b.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 16 on a GPU, 2 on a CPU)")
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.add_argument("--log-dir", default=None, metavar="DIR", help="keep each step's full output there (STEP.log)")

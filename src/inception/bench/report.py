@@ -26,11 +26,10 @@ compilation, a few images of each dataset), so the code paths are checked in abo
 a CPU; the table then says that its figures are CPU smoke figures, not GPU ones.
 
 Data (no downloads): ``data`` is a folder dataset or a ``.tar``/``.tar.gz`` of class folders
-(default: ``data/imagewoof-sample.tar.gz`` in the working directory, else
-``../shared/data/imagewoof-sample.tar.gz`` or ``imagenette-160.tar.gz``); ``cifar`` is CIFAR-10
-(default ``data/cifar10-jpg.tar.gz``, else ``../shared/data/cifar10-jpg.tar.gz``). ``data/`` is
-git-ignored, so a GPU machine that receives only the checkout finds them there (``make
-gpu-data`` copies them in). A step whose data are missing says so in its row.
+(default: ``data/imagewoof-sample.tar.gz`` or ``data/imagenette-160.tar.gz``, in the working
+directory or beside the package's checkout); ``cifar`` is CIFAR-10 (default
+``data/cifar10-jpg.tar.gz``). ``data/`` is git-ignored in this repository, so a GPU machine that
+receives only the checkout finds them there. A step whose data are missing says so in its row.
 """
 
 from __future__ import annotations
@@ -72,8 +71,7 @@ from .runtime import ort_providers, ort_version
 
 log = logging.getLogger("inception")
 
-SHARED_DATA = Path("..") / "shared" / "data"
-LOCAL_DATA = Path("data")          # git-ignored: what a GPU machine that gets only the checkout can read
+LOCAL_DATA = Path("data")          # git-ignored here: what a GPU machine that gets only the checkout can read
 IMAGE_ARCHIVES = ("imagewoof-sample.tar.gz", "imagenette-160.tar.gz")
 CIFAR_ARCHIVE = "cifar10-jpg.tar.gz"
 
@@ -93,6 +91,7 @@ STEP_KEYS = tuple(k for k, _ in STEPS)
 # The targets on one H100/H200 (checked in the GPU report only).
 TARGETS = {"googlenet": 12_000.0, "inception_v4": 2_000.0, "vs_peer": 1.25, "cifar_top1": 93.4,
            "cifar_minutes": 3.0, "photos_vs_synthetic": 0.9, "photos_vs_torchvision": 2.0, "serve_batching": 3.0}
+PHOTO_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "TIFF", "WEBP")   # what is_image_file's extensions name
 MIN_STEP_S = 20.0       # a step is not started with less of the budget left
 SERVE_MODULES = ("fastapi", "uvicorn", "httpx", "multipart", "prometheus_client")    # what bench serve imports
 
@@ -246,9 +245,8 @@ def extract_splits(source: Path, dest: Path, splits: dict[str, int | None]) -> s
 
 
 def _candidates(name: str) -> tuple[Path, ...]:
-    """``data/NAME`` and ``../shared/data/NAME`` from the working directory, then next to this checkout."""
-    here = Path(__file__).resolve().parents[3]
-    return (LOCAL_DATA / name, SHARED_DATA / name, here / LOCAL_DATA / name, (here / SHARED_DATA / name).resolve())
+    """``data/NAME`` in the working directory, then beside the package's checkout."""
+    return LOCAL_DATA / name, Path(__file__).resolve().parents[3] / LOCAL_DATA / name
 
 
 def _find(given: str | Path | None, names: tuple[str, ...]) -> Path | None:
@@ -267,7 +265,7 @@ def _variant(job: tuple[str, str, int]) -> str:
     time, saved as a JPEG of quality 70-95 (seeded by the copy's number)."""
     src, dest, seed = job
     rng = random.Random(seed)
-    with Image.open(src) as im:
+    with Image.open(src, formats=PHOTO_FORMATS) as im:
         im = im.convert("RGB")
         w, h = im.size
         cw, ch = max(1, int(w * rng.uniform(0.7, 1.0))), max(1, int(h * rng.uniform(0.7, 1.0)))
@@ -401,6 +399,18 @@ class _Context:
         return min(self.plan.limits[key], self.deadline - time.perf_counter())
 
 
+def _run_json(ctx: _Context, key: str, args: list[str], row: Row) -> dict | None:
+    """Run the child ``inception ARGS --json FILE`` of step ``key`` within its limit; its JSON,
+    or None with the reason in ``row.figures``."""
+    out = ctx.workdir / f"{key}.json"
+    limit = ctx.limit(key)
+    outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / f"{key}.log")
+    doc = _read_json(out)
+    if doc is None:
+        row.figures = outcome.why(limit)
+    return doc
+
+
 def _model_args(name: str, plan: Plan, device: torch.device, *, compile: bool, mode: str = "default",
                 peers: tuple[str, ...] = (), profile: bool = False) -> list[str]:
     size, batch = getattr(plan, name)
@@ -455,14 +465,10 @@ def _model_step(key: str, name: str, *, compile: bool, mode: str = "default", pe
                                                                peers=peers)])
             row.figures = "skipped: no compilation in the CPU smoke run (inductor takes minutes on a CPU)"
             return
-        out = ctx.workdir / f"{key}.json"
         args = _model_args(name, plan, ctx.device, compile=compile, mode=mode, peers=peers, profile=profile)
         row.command = " ".join(["inception", *args])
-        limit = ctx.limit(key)
-        outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / f"{key}.log")
-        doc = _read_json(out)
+        doc = _run_json(ctx, key, args, row)
         if doc is None:
-            row.figures = outcome.why(limit)
             return
         ctx.results[key] = doc
         row.values = doc
@@ -511,8 +517,7 @@ def _cifar_step(ctx: _Context, row: Row) -> None:
     row.command = (f"inception train --config googlenet_cifar10_fast --data-dir {ctx.cifar_shown or 'CIFAR'} "
                    f"--seed 0{' ' + shown if shown else ''}")
     if ctx.cifar is None:
-        row.figures = (f"skipped: no CIFAR-10 data (give --cifar PATH; {LOCAL_DATA / CIFAR_ARCHIVE} and "
-                       f"{SHARED_DATA / CIFAR_ARCHIVE} were not found)")
+        row.figures = f"skipped: no CIFAR-10 data (give --cifar PATH; {LOCAL_DATA / CIFAR_ARCHIVE} was not found)"
         return
     run_dir = ctx.workdir / "cifar-run"
     args = ["train", "--config", "googlenet_cifar10_fast", "--data-dir", str(ctx.cifar), "--seed", "0",
@@ -555,16 +560,15 @@ def _photos_step(ctx: _Context, row: Row) -> None:
     plan = ctx.plan
     common = ["--config", "googlenet_imagenet", "--image-size", str(plan.photo_size), "--batch-size",
               str(plan.photo_batch), "--workers", str(plan.workers), "--epochs", str(plan.photo_epochs),
-              "--device", str(ctx.device), "--no-resume", "-q", "--set", f"train.precision={plan.precision}",
+              "--device", str(ctx.device), "--set", f"train.precision={plan.precision}",
               "--set", "train.compile=false", "--set", f"train.eval_interval={plan.photo_epochs}"]
     variants = (("inception, GPU decode", ["--set", "data.gpu_decode=true"]),
                 ("inception, CPU decode", []),
                 ("torchvision ImageFolder + PIL", ["--set", "data.pipeline=torchvision"]))
-    row.command = (f"inception train --data-dir PHOTOS {' '.join(a for a in common if a not in ('-q', '--no-resume'))}"
-                   " [--set data.gpu_decode=true | --set data.pipeline=torchvision]")
+    row.command = (f"inception train --data-dir PHOTOS {' '.join(common)} [--set data.gpu_decode=true | --set "
+                   "data.pipeline=torchvision]")
     if ctx.images is None:
-        row.figures = (f"skipped: no image data (give --data PATH; {LOCAL_DATA / IMAGE_ARCHIVES[0]} and "
-                       f"{SHARED_DATA / IMAGE_ARCHIVES[0]} were not found)")
+        row.figures = f"skipped: no image data (give --data PATH; {LOCAL_DATA / IMAGE_ARCHIVES[0]} was not found)"
         return
     made = make_photo_set(ctx.images, ctx.workdir / "photos", at_least=plan.photos, per_class=plan.per_class,
                           workers=os.cpu_count() or 4)
@@ -579,7 +583,7 @@ def _photos_step(ctx: _Context, row: Row) -> None:
             continue
         run_dir = ctx.workdir / f"photos-{len(rates)}"
         outcome = run_inception(["train", "--data-dir", str(ctx.workdir / "photos"), *common, *extra,
-                                 "--output-dir", str(run_dir)], limit,
+                                 "--output-dir", str(run_dir), "--no-resume", "-q"], limit,
                                 log_path=ctx.log_dir / f"photos-{len(rates)}.log")
         epochs = _epochs(run_dir)[1:]      # the first epoch starts the workers (and cuDNN's autotuning)
         if not epochs:
@@ -628,12 +632,8 @@ def _serve_step(ctx: _Context, row: Row) -> None:
         row.figures = (f"skipped: the serve extra is not installed here ({', '.join(missing)} missing): "
                        "pip install 'inception[serve]'")
         return
-    out = ctx.workdir / "serve.json"
-    limit = ctx.limit("serve")
-    outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / "serve.log")
-    doc = _read_json(out)
+    doc = _run_json(ctx, "serve", args, row)
     if doc is None:
-        row.figures = outcome.why(limit)
         return
     by_mode = {r["mode"]: r for r in doc["results"] if r["concurrency"] == sv["clients"]}
     dyn, one = by_mode.get("dynamic"), by_mode.get("max-batch 1")
@@ -669,12 +669,8 @@ def _ort_step(ctx: _Context, row: Row) -> None:
         row.figures = (f"skipped: {why} (onnxruntime {ort_version()}, providers: {', '.join(providers)}); "
                        "install onnxruntime-gpu on a CUDA machine")
         return
-    out = ctx.workdir / "onnxruntime.json"
-    limit = ctx.limit("onnxruntime")
-    outcome = run_inception([*args, "--json", str(out)], limit, log_path=ctx.log_dir / "onnxruntime.log")
-    doc = _read_json(out)
+    doc = _run_json(ctx, "onnxruntime", args, row)
     if doc is None:
-        row.figures = outcome.why(limit)
         return
     results = doc["runtimes"]
     parts = [f"batch {r['batch_size']}: **{_rate(r['img_per_s'])} img/s**, {r['ms_per_batch']:.2f} ms, "
@@ -727,7 +723,7 @@ def gpu_report(*, device: str = "auto", quick: bool = False, data: str | Path | 
 
     ``data``: a folder dataset or an archive of class folders whose photos the end-to-end step
     copies; ``cifar``: CIFAR-10 for the recipe step (both default to ``data/``, then
-    ``../shared/data``, see the module doc). ``workers``: DataLoader workers (16; 2 on a CPU).
+    beside the checkout, see the module doc). ``workers``: DataLoader workers (16; 2 on a CPU).
     ``log_dir``: keep each step's output there (``STEP.log``; default: dropped with the
     temporary folder)."""
     dev = resolve_device(device)

@@ -151,9 +151,9 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     precision = Precision(cfg.train.precision, device, cfg.train.loss_scale, dynamic=cfg.train.dynamic_loss_scale,
                           guard=True)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    compile = accel.compile_default(device) if cfg.train.compile is None else cfg.train.compile
+    compiled = accel.compile_default(device) if cfg.train.compile is None else cfg.train.compile
     step = TrainStep(wrapped, criterion, precision, optimizer, [p for p in model.parameters() if p.requires_grad],
-                     aux_weight=cfg.model.aux_weight, grad_clip=cfg.optim.grad_clip, compile=compile,
+                     aux_weight=cfg.model.aux_weight, grad_clip=cfg.optim.grad_clip, compile=compiled,
                      compile_mode=cfg.train.compile_mode, distributed=info.enabled)
     state = TrainState(
         cfg=cfg, info=info, device=device, run_dir=run_dir, model=wrapped, step=step, raw_model=model,
