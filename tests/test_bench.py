@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from inception import accel
 from inception.bench import (
     COLUMNS,
     STEP_KEYS,
@@ -63,7 +64,8 @@ def _check_figures(r: BenchResult, mode: str) -> None:
     assert r.flops_per_image == (6 if mode == "train" else 2) * r.macs_per_image
     assert r.achieved_tflops == pytest.approx(r.flops_per_image * r.img_per_s / 1e12)
     assert r.device.startswith("cpu (1 thread)") and r.peak_mem_mb is None and r.compile_s is None
-    assert r.channels_last is False   # the default is on for CUDA only
+    assert r.channels_last is accel.channels_last_default(torch.device("cpu"))   # the trainer's default here
+    assert r.precision == accel.resolve_precision(torch.device("cpu"), "auto")
 
 
 @pytest.mark.parametrize("mode", ["train", "infer"])
@@ -222,6 +224,29 @@ def test_format_real_results():
     results = [bench_model("googlenet", mode=m, **SMALL) for m in ("train", "infer")]
     table = format_results(results)
     assert "googlenet  train" in table and "googlenet  infer" in table and "cpu" in table.splitlines()[0]
+
+
+def test_precisions_and_layouts_side_by_side(tmp_path, capsys):
+    """--precision and --layout take several values: each precision with each layout, the
+    ratio column against the first row (here today's plain fp32 NCHW), auto resolved and named."""
+    assert main(["bench", "model", "googlenet", "--mode", "train", "--image-size", "32", "--batch-size", "2",
+                 "--steps", "1", "--warmup", "1", "--device", "cpu", "--num-classes", "10",
+                 "--precision", "fp32", "auto", "--layout", "nchw", "auto", "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "b.json").read_text())
+    auto = accel.speed_defaults(torch.device("cpu"))
+    assert [(r["precision"], r["channels_last"]) for r in doc["results"]] == [
+        ("fp32", False), ("fp32", auto.channels_last), (auto.precision, False), (auto.precision, auto.channels_last)]
+    rows = [line for line in out.splitlines() if line.startswith("googlenet")]
+    assert len(rows) == 4 and "fp32       NCHW" in rows[0] and "1.00x" in rows[0]
+    assert ("NHWC" if auto.channels_last else "NCHW") in rows[3]
+    assert f"note: the trainer's default here: {auto.describe(auto.precision, auto.channels_last)}" in out
+    assert main(["bench", "model", "googlenet", "--mode", "infer", "--image-size", "32", "--batch-size", "2",
+                 "--steps", "1", "--warmup", "0", "--device", "cpu", "--no-channels-last", "--precision", "bf16",
+                 "--json", str(tmp_path / "c.json")]) == 0
+    (r,) = json.loads((tmp_path / "c.json").read_text())["results"]
+    assert (r["precision"], r["channels_last"]) == ("bf16", False)
+    assert not any("trainer's default" in n for n in r["notes"])
 
 
 def test_peers_side_by_side(tmp_path, capsys):

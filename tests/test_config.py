@@ -170,7 +170,7 @@ def test_applicability_table_names_real_keys_and_values():
           "eps: 1.0e-08  # not used with optim.name=sgd", "betas: [0.9, 0.999]  # not used with optim.name=sgd",
           "aux_weight: 0.3  # not used unless model.options.aux_logits=true",
           "data_dir: null  # not used with data.dataset=digits",
-          "loss_scale: null  # not used with train.precision=fp32"],
+          "loss_scale: null  # not used with train.precision=auto"],
      ["momentum: 0.9", "eta_min: 0.0", "nesterov: false"]),
     ({"optim.name": "adamw", "schedule.name": "step", "schedule.milestones": [3, 6], "train.precision": "fp16",
       "model.options": {"aux_logits": True, "dropout": "1e-1"}},

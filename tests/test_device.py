@@ -89,7 +89,7 @@ def test_npu_with_a_broken_torch_npu(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("device, discrete, backend, channels_last, fused", [
-    ("cpu", False, "gloo", False, False),
+    ("cpu", False, "gloo", "avx512" in accel.cpu_features(), False),
     ("mps", False, "gloo", False, False),
     ("cuda", True, "nccl", True, True),
     ("xpu", True, "xccl", False, False),
@@ -100,6 +100,60 @@ def test_policies_by_device_type(device, discrete, backend, channels_last, fused
     assert accel.dist_backend(d) == backend
     assert accel.channels_last_default(d) is channels_last
     assert accel.fused_optimizer(d) is fused
+
+
+# The CPU rules, for each kind of CPU seen: what decides them is the features, faked here.
+@pytest.mark.parametrize("features, precision, channels_last, reason", [
+    ({"avx2", "avx512", "avx512_bf16", "amx"}, "bf16", True, "this CPU's AMX"),              # Intel Sapphire Rapids
+    ({"avx2", "avx512", "avx512_bf16"}, "bf16", True, "this CPU's AVX512-BF16"),             # AMD Zen 4 and later
+    ({"avx2", "avx512"}, "fp32", True, "this CPU's AVX-512, without native bf16"),           # Intel Skylake-SP
+    ({"avx2"}, "fp32", False, "this CPU (AVX2), without AVX-512 or native bf16"),             # today's path
+    (set(), "fp32", False, "without AVX-512 or native bf16"),                                # Arm, Apple: today's path
+])
+def test_cpu_speed_defaults_follow_the_features(monkeypatch, features, precision, channels_last, reason):
+    monkeypatch.setattr(accel, "cpu_features", lambda: frozenset(features))
+    d = accel.speed_defaults(torch.device("cpu"))
+    assert (d.precision, d.channels_last) == (precision, channels_last) and reason in d.reason
+    assert accel.channels_last_default(torch.device("cpu")) is channels_last
+    assert accel.resolve_precision(torch.device("cpu"), "auto") == precision
+    assert accel.resolve_precision(torch.device("cpu"), "fp16") == "fp16"
+    assert d.describe(precision, channels_last).endswith(f"(auto, for {d.reason})")
+    if (precision, channels_last) != ("fp32", False):
+        assert d.describe("fp32", False) == (f"fp32 + NCHW (as set; auto here: {precision} + "
+                                             f"{'channels_last' if channels_last else 'NCHW'}, for {d.reason})")
+
+
+def test_cpu_features_honour_the_isa_caps(monkeypatch):
+    """ATen's capability (ATEN_CPU_CAPABILITY lowers it) gives the vector width; the bf16 units
+    count only when oneDNN may use them (ONEDNN_MAX_CPU_ISA)."""
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert accel.cpu_features() == {"avx2", "avx512", "avx512_bf16", "amx"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert accel.cpu_features() == {"avx2", "avx512", "avx512_bf16"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert accel.cpu_features() == {"avx2", "avx512"}
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert accel.cpu_features() == {"avx2"}       # bf16 units without AVX-512 kernels: not used
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert accel.cpu_features() == frozenset()
+
+
+def test_speed_defaults_of_other_devices(monkeypatch):
+    monkeypatch.setattr(accel, "is_available", lambda t: t == "cuda")
+    monkeypatch.setattr(accel, "device_name", lambda d: "NVIDIA H200")
+    monkeypatch.setattr(accel, "device_index", lambda d: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0))
+    d = accel.speed_defaults(torch.device("cuda"))
+    assert (d.precision, d.channels_last, d.reason) == ("bf16", True, "NVIDIA H200's native bf16")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (7, 0))
+    assert accel.speed_defaults(torch.device("cuda")).precision == "fp32"     # a V100: fp16 is one flag away
+    d = accel.speed_defaults(torch.device("mps"))
+    assert (d.precision, d.channels_last) == ("fp32", False) and "MPS" in d.reason
 
 
 def test_cpu_measurements():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import shlex
@@ -78,6 +79,8 @@ TRAIN_FLAGS = [
     ("--output-dir", "train.output_dir", str, "run directory"),
     ("--device", "train.device", str, "auto, cpu, cuda, cuda:N, mps, npu or npu:N (Ascend: needs torch_npu)"),
     ("--seed", "train.seed", int, "random seed"),
+    ("--precision", "train.precision", str, "auto, fp32, bf16 or fp16 (auto: bf16 where the CPU or GPU has native "
+                                            "bf16, else fp32)"),
     ("--backbone-lr-scale", "model.backbone_lr_scale", float, "fine-tuning: backbone lr = lr x this"),
     ("--time-limit", "train.time_limit", str, "stop cleanly after this wall time (3600, 90m, 1h30m, 2h), "
                                               "checkpoint, evaluate and report"),
@@ -240,10 +243,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, split=args.split,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
                             json_path=args.json, progress=sys.stderr.isatty(), report_dir=args.report,
-                            tta_flip=args.tta_flip)
+                            tta_flip=args.tta_flip, precision=args.precision, channels_last=args.channels_last)
     print(f"top1={r['top1']:.2f}% top5={r['top5']:.2f}% loss={r['loss']:.4f} images={r['count']} "
           f"img/s={r['img_per_s']:.1f} ({r['arch']}{', EMA weights' if r['weights'] == 'ema' else ''}"
-          f"{', flip TTA' if r['tta_flip'] else ''}, "
+          f"{', flip TTA' if r['tta_flip'] else ''}, {r['speed']}, "
           f"{r['dataset']} {r['split']}, {r['checkpoint']})")
     for line in r.get("report_lines", []):
         print(line)
@@ -381,12 +384,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+LAYOUTS = {"auto": None, "nchw": False, "channels_last": True}   # bench --layout: train.channels_last
+
+
 def cmd_bench_model(args: argparse.Namespace) -> int:
     from .bench import bench_data, bench_model, format_data, format_results, parse_model_options
     from .models import list_models
 
     models = list_models() if args.models == ["all"] else args.models
     modes = ["train", "infer"] if args.mode == "both" else [args.mode]
+    layouts = args.layout if args.channels_last is None else ["channels_last" if args.channels_last else "nchw"]
     options = parse_model_options(args.option)
     results, data = [], []
     skipped: dict[str, str] = {}
@@ -399,15 +406,15 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
                                            pipeline="train" if mode == "train" else "eval", batch_size=batch,
                                            workers=args.workers, device_resident=args.device_resident,
                                            steps=args.data_steps, device=args.device,
-                                           channels_last=args.channels_last))
-                for peer in [None, *args.peer]:
+                                           channels_last=LAYOUTS[layouts[0]]))
+                for precision, layout, peer in itertools.product(args.precision, layouts, [None, *args.peer]):
                     if peer is not None and peer in skipped:
                         continue
                     try:
                         results.append(bench_model(
-                            name, mode=mode, batch_size=batch, image_size=args.image_size, precision=args.precision,
+                            name, mode=mode, batch_size=batch, image_size=args.image_size, precision=precision,
                             compile=args.compile, compile_mode=args.compile_mode, device=args.device,
-                            channels_last=args.channels_last, steps=args.steps, warmup=args.warmup,
+                            channels_last=LAYOUTS[layout], steps=args.steps, warmup=args.warmup,
                             num_classes=args.num_classes, peak_tflops=args.peak_tflops, model_options=options,
                             peer=peer, profile=args.profile and peer is None))
                     except UserError as e:      # a peer library missing, or without this model: say so, go on
@@ -651,6 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each image's logits with its horizontal mirror's (default: as the run evaluated, "
                         "train.tta_flip)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 autocast where the CPU or GPU has native bf16, else fp32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC model and inputs (default: on for CUDA and x86 CPUs with AVX-512)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="PNG curves of one or more runs (loss, lr, top-1/top-5, img/s)",
@@ -823,7 +834,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: forward, loss, backward, SGD step; infer: eval-mode forward")
     b.add_argument("--batch-size", type=int, nargs="+", default=[64], metavar="N", help="images per step, one or more")
     b.add_argument("--image-size", type=int, default=None, help="input side (default: each model's own)")
-    b.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or bf16/fp16 autocast")
+    b.add_argument("--precision", nargs="+", choices=["auto", "fp32", "bf16", "fp16"], default=["auto"],
+                   metavar="P", help="auto (the trainer's default here: bf16 autocast where the CPU or GPU has native "
+                                     "bf16, else fp32), fp32, bf16 or fp16; several are timed side by side, e.g. "
+                                     "--precision fp32 auto")
     b.add_argument("--compile", action="store_true",
                    help="torch.compile the step as the trainer does (forward and loss in one graph; compile time "
                         "reported apart)")
@@ -836,8 +850,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", action="store_true",
                    help="also profile 5 steps (CUDA): kernel time by kind, device idle time, top kernels")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, npu or npu:N")
+    b.add_argument("--layout", nargs="+", choices=list(LAYOUTS), default=["auto"], metavar="L",
+                   help="memory format: auto (the trainer's: channels_last on CUDA and x86 CPUs with AVX-512), nchw "
+                        "or channels_last; several are timed side by side (each precision with each layout; the "
+                        "ratio column compares every row with the first: --precision fp32 auto --layout nchw auto "
+                        "puts today's plain fp32 NCHW first)")
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC model and inputs (default: on for CUDA)")
+                   help="the same as --layout channels_last / --layout nchw")
     b.add_argument("--steps", type=int, default=20, help="timed steps")
     b.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")

@@ -165,14 +165,16 @@ class TrainCfg:
     device: str = _f("auto", "auto, cpu, cuda, cuda:N, mps, npu or npu:N (Ascend NPUs: needs torch_npu)")
     output_dir: str | None = _f(None, "run directory; default runs/<model>-<dataset>-<time>")
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", ge=1)
-    precision: Literal["fp32", "bf16", "fp16"] = _f(
-        "fp32", "fp32; bf16 or fp16 autocast (BatchNorm and the loss stay fp32)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "fp32; bf16 or fp16 autocast (BatchNorm and the loss stay fp32); auto: bf16 on CPUs with native bf16 "
+        "(AVX512-BF16, AMX) and on GPUs with it (Ampere and later), fp32 elsewhere (the run's log names the choice)")
     loss_scale: float | None = _f(None, "fp16: a static loss scale (the seeds' 1024), or with train.dynamic_loss_scale "
                                         "the dynamic scale's start; default: dynamic scaling from 65536", gt=0)
     dynamic_loss_scale: bool = _f(False, "fp16: scale dynamically (halved on overflow, doubled after 2000 good "
                                          "steps) from train.loss_scale, as PaddleClas's use_dynamic_loss_scaling "
                                          "and MindSpore's is_dynamic_loss_scale do")
-    channels_last: bool | None = _f(None, "NHWC memory format; default: on for CUDA")
+    channels_last: bool | None = _f(None, "NHWC memory format; default (null): on for CUDA and for x86 CPUs with "
+                                          "AVX-512, where it is measured faster")
     compile: bool | None = _f(
         None, "torch.compile the training step (forward and loss in one graph, backward traced with it); a batch of "
         "another shape runs eagerly; default (null): on for CUDA, off elsewhere (see `inception bench model "

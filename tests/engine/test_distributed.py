@@ -66,7 +66,10 @@ def _env(rank: int, world: int, port: int) -> None:
 def _overrides(out_dir, batch):
     return {"model.name": "tinynet", "data.image_size": 16, "data.augment": "none", "data.workers": 0,
             "train.epochs": 1, "train.batch_size": batch, "train.log_interval": 5, "optim.lr": 0.05,
-            "optim.weight_decay": 1e-4, "schedule.warmup_epochs": 0.2, "train.output_dir": str(out_dir)}
+            "optim.weight_decay": 1e-4, "schedule.warmup_epochs": 0.2, "train.output_dir": str(out_dir),
+            # fp32: one process and two agree to fp32 rounding only when both sum in fp32 (bf16 autocast, the
+            # default on CPUs with native bf16, rounds each half-batch's activations differently)
+            "train.precision": "fp32"}
 
 
 def _train_worker(rank, world, port, out_dir, batch, device_resident, queue):

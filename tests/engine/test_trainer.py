@@ -5,8 +5,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from inception import accel
 from inception.cli import main
 from inception.config import load_config
 from inception.engine.checkpoint import load_checkpoint
@@ -52,11 +54,34 @@ def test_digits_run_writes_everything_and_eval_agrees(tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == result.global_step
     assert ckpt["class_names"] == [str(i) for i in range(10)]
     assert (run / "train.log").stat().st_size > 0 and "epoch 2/2" in (run / "train.log").read_text()
+    auto = accel.speed_defaults(torch.device("cpu"))       # train.precision auto, train.channels_last null
+    assert f"speed: {auto.describe(auto.precision, auto.channels_last)}" in (run / "train.log").read_text()
 
     r = evaluate_checkpoint(run, device="cpu", json_path=tmp_path / "eval.json")
     assert r["count"] == epochs[-1]["val_count"]
     assert r["top1"] == pytest.approx(epochs[-1]["val_top1"])
     assert json.loads((tmp_path / "eval.json").read_text())["top1"] == pytest.approx(r["top1"])
+
+
+def test_fp32_nchw_is_one_flag_away(tmp_path):
+    """--precision fp32 with train.channels_last=false is today's plain path, named in the log;
+    eval takes the same choice."""
+    out = tmp_path / "plain"
+    argv = ["train", "--epochs", "1", "--output-dir", str(out), "--precision", "fp32", "--set",
+            "train.channels_last=false"] + [f"--set={k}={v}" for k, v in TINY.items() if k != "train.epochs"]
+    assert main(argv) == 0
+    log = (out / "train.log").read_text()
+    assert "speed: fp32 + NCHW (" in log
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["precision"] == "fp32"
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    fp32 = evaluate_checkpoint(out, device="cpu", precision="fp32", channels_last=False)
+    assert fp32["top1"] == pytest.approx(ckpt["metrics"]["val_top1"])       # the same path as the run's eval
+    assert (fp32["precision"], fp32["channels_last"]) == ("fp32", False) and fp32["speed"].startswith("fp32 + NCHW")
+    bf16 = evaluate_checkpoint(out, device="cpu", precision="bf16", channels_last=True)
+    assert bf16["speed"].startswith("bf16 autocast + channels_last") and bf16["count"] == fp32["count"]
+    assert abs(bf16["top1"] - fp32["top1"]) <= 5.0
+    with pytest.raises(UserError, match="precision 'int8' is not valid; choose auto, fp32, bf16, fp16"):
+        evaluate_checkpoint(out, device="cpu", precision="int8")
 
 
 def test_seeded_cpu_runs_repeat_exactly(tmp_path):

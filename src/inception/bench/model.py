@@ -58,7 +58,7 @@ from .common import align_table, device_label, percentile, sync
 log = logging.getLogger("inception")
 
 MODES = ("train", "infer")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUX_WEIGHT = 0.3   # the loss weight of auxiliary heads, as in the default config
 PEERS = ("torchvision", "timm")
 # The peers' own builds of our architectures: (library, model function or timm name).
@@ -215,7 +215,7 @@ def _check_args(mode: str, precision: str, batch_size: int, steps: int, warmup: 
     if mode not in MODES:
         raise UserError(f"bench mode '{mode}' is not valid; choose train or infer")
     if precision not in PRECISIONS:
-        raise UserError(f"precision '{precision}' is not valid; choose fp32, bf16 or fp16")
+        raise UserError(f"precision '{precision}' is not valid; choose auto, fp32, bf16 or fp16")
     for name, value, low in (("batch_size", batch_size, 1), ("steps", steps, 1), ("warmup", warmup, 0),
                              ("num_classes", num_classes, 1)):
         if not isinstance(value, int) or value < low:
@@ -242,7 +242,7 @@ def _peer_model(peer: str, model_name: str, num_classes: int, options: dict) -> 
 
 
 def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, image_size: int | None = None,
-                precision: str = "fp32", compile: bool = False, compile_mode: str = "default",
+                precision: str = "auto", compile: bool = False, compile_mode: str = "default",
                 device: str | torch.device = "auto", channels_last: bool | None = None, steps: int = 20,
                 warmup: int = 5, num_classes: int = 1000, peak_tflops: float | None = None,
                 model_options: dict | None = None, peer: str | None = None, profile: bool = False) -> BenchResult:
@@ -254,13 +254,16 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
             non-finite-gradient guard; fp16 with a GradScaler) or ``infer`` (eval mode,
             ``torch.inference_mode``).
         image_size: square input side; default the model's own input size.
-        precision: ``fp32``, or ``bf16`` / ``fp16`` autocast (BatchNorm and the loss stay fp32).
+        precision: ``fp32``, or ``bf16`` / ``fp16`` autocast (BatchNorm and the loss stay fp32);
+            ``auto``: the trainer's default on this device (:func:`~inception.accel.speed_defaults`:
+            bf16 where the CPU or GPU has native bf16, else fp32).
         compile: ``torch.compile`` the step as the trainer does (forward and loss in one graph);
             the compile time is ``compile_s`` and is not part of the figures (at least one
             warmup step is run). ``compile_mode``: ``torch.compile``'s mode
             (``reduce-overhead``: CUDA graphs).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``npu`` or ``npu:N``.
-        channels_last: NHWC model and inputs; default on for CUDA.
+        channels_last: NHWC model and inputs; default (None) as the trainer's: on for CUDA and
+            for x86 CPUs with AVX-512.
         steps, warmup: timed steps, and untimed steps before them.
         peak_tflops: the device's peak for this precision, overriding :func:`peak_flops`.
         model_options: options for ``create_model`` (``{"aux_logits": True}``...).
@@ -280,10 +283,14 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
     options = dict(model_options or {})
     dev = resolve_device(str(device))
     train = mode == "train"
-    channels_last = accel.channels_last_default(dev) if channels_last is None else channels_last
+    notes: list[str] = []
+    defaults = accel.speed_defaults(dev)
+    if (precision, channels_last) == ("auto", None):
+        notes.append(f"the trainer's default here: {defaults.describe(defaults.precision, defaults.channels_last)}")
+    precision = defaults.precision if precision == "auto" else precision
+    channels_last = defaults.channels_last if channels_last is None else channels_last
     if compile and warmup < 1:
         warmup = 1
-    notes: list[str] = []
 
     ours = create_model(model_name, num_classes=num_classes, **options)
     dc = ours.data_config
@@ -532,7 +539,7 @@ def format_profile(r: BenchResult) -> str:
 # --------------------------------------------------------------------------------------
 # Report
 
-COLUMNS = ("model", "mode", "batch", "size", "precision", "compile", "img/s", "ratio", "ms/step", "p90 ms",
+COLUMNS = ("model", "mode", "batch", "size", "precision", "layout", "compile", "img/s", "ratio", "ms/step", "p90 ms",
            "peak MB", "GMACs/img", "TFLOPS", "MFU")
 
 
@@ -543,20 +550,22 @@ def _label(r: BenchResult) -> str:
 def format_results(results: Sequence[BenchResult], notes: bool = True) -> str:
     """An aligned table of ``results``, headed by the device(s), with each result's notes, how
     each step ran and any profile below. ``ratio``: img/s against the first result of the same
-    model, mode, batch, size and precision (measured side by side in the same run)."""
+    model, mode, batch and size (measured side by side in the same run): peers, other
+    precisions and layouts against whichever ran first."""
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     rows = [COLUMNS]
     first: dict[tuple, BenchResult] = {}
     for r in results:
-        base = first.setdefault((r.model, r.mode, r.batch_size, r.image_size, r.precision), r)
+        base = first.setdefault((r.model, r.mode, r.batch_size, r.image_size), r)
         rows.append((_label(r), r.mode, str(r.batch_size), str(r.image_size), r.precision,
+                     "NHWC" if r.channels_last else "NCHW",
                      r.compile_mode or "yes" if r.compile else "no", num(r.img_per_s, ",.1f"),
                      f"{r.img_per_s / base.img_per_s:.2f}x", num(r.ms_per_step, ".1f"),
                      num(r.p90_ms, ".1f"), num(r.peak_mem_mb, ",.0f"), num(r.macs_per_image / 1e9, ".2f"),
                      num(r.achieved_tflops, ".3g"), "-" if r.mfu is None else f"{100 * r.mfu:.1f}%"))
-    lines = align_table(rows, left=(0, 1, 4, 5)).split("\n")
+    lines = align_table(rows, left=(0, 1, 4, 5, 6)).split("\n")
     devices = sorted({r.device for r in results})
     header = [f"device: {', '.join(devices)}; torch {torch.__version__}"] if devices else []
     footer: list[str] = []

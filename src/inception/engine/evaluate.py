@@ -10,15 +10,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import accel
 from ..accel import resolve_device
 from ..config import Config, apply
 from ..data import build_eval_loader
+from ..errors import UserError
 from ..models import apply_weights, create_model, eval_weights
 from ..report import write_eval_report
 from ..utils import atomic_write_text
+from .amp import Precision
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .distributed import all_reduce_sum
 from .metrics import topk_correct
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @torch.no_grad()
@@ -90,13 +95,17 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
                         split: str | None = None, batch_size: int | None = None, device: str = "auto",
                         workers: int | None = None, json_path: str | Path | None = None,
                         progress: bool = False, report_dir: str | Path | None = None,
-                        tta_flip: bool | None = None) -> dict:
+                        tta_flip: bool | None = None, precision: str = "auto",
+                        channels_last: bool | None = None) -> dict:
     """Evaluate ``checkpoint`` (a file or a run directory) on the data it was trained on,
     or on ``data_dir`` / ``dataset`` / ``split`` when given. Labels follow the checkpoint's
     class names, so any folder with the same classes (or a subset) can be used. With
     ``report_dir``, a confusion-matrix PNG, a per-class CSV and a JSON report are written
     there, and ``report_lines`` (the per-class table) comes back. ``tta_flip``: average each
-    image's logits with its mirror's (default: as the run was evaluated, ``train.tta_flip``)."""
+    image's logits with its mirror's (default: as the run was evaluated, ``train.tta_flip``).
+    ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) and ``channels_last`` (None: the
+    device's default) as in training: ``auto`` is bf16 autocast where the device has native
+    bf16 (:func:`~inception.accel.speed_defaults`); ``speed`` in the result names the choice."""
     model, ckpt, cfg, path = restore_model(checkpoint)
     if dataset:
         apply(cfg, {"data": {"dataset": dataset}}, " (command line)")
@@ -104,15 +113,24 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
         apply(cfg, {"data": {"data_dir": data_dir}}, " (command line)")
     if workers is not None:
         apply(cfg, {"data": {"workers": workers}}, " (command line)")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision '{precision}' is not valid; choose {', '.join(PRECISIONS)}")
     dev = resolve_device(device)
-    model.to(dev)
+    defaults = accel.speed_defaults(dev)
+    precision = defaults.precision if precision == "auto" else precision
+    channels_last = defaults.channels_last if channels_last is None else channels_last
+    amp = Precision(precision, dev)
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     loader = build_eval_loader(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"],
-                               batch_size=batch_size or cfg.train.batch_size, device=dev)
+                               batch_size=batch_size or cfg.train.batch_size, device=dev, channels_last=channels_last)
     classes = list(ckpt["class_names"])
     flip = cfg.train.tta_flip if tta_flip is None else tta_flip
-    result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None,
-                      flip=flip)
-    result.update(tta_flip=flip, checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
+    with amp.autocast():
+        result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None,
+                          flip=flip)
+    result.update(tta_flip=flip, precision=precision, channels_last=channels_last,
+                  speed=defaults.describe(precision, channels_last), checkpoint=str(path), arch=ckpt["arch"],
+                  epoch=ckpt.get("epoch"),
                   weights=ckpt.get("best_source", "model"), dataset=cfg.data.dataset, split=split or cfg.data.val_split)
     if report_dir:
         confusion = result.pop("confusion")

@@ -106,7 +106,9 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)            # the same on every rank: identical initial weights
-    channels_last = accel.channels_last_default(device) if cfg.train.channels_last is None else cfg.train.channels_last
+    defaults = accel.speed_defaults(device)
+    channels_last = defaults.channels_last if cfg.train.channels_last is None else cfg.train.channels_last
+    precision_name = defaults.precision if cfg.train.precision == "auto" else cfg.train.precision
     accel.tune_for_speed(device)
     resume, ckpt, auto = find_resume(resume, run_dir, auto_resume=auto_resume, arch=cfg.model.name,
                                      explicit_dir=bool(cfg.train.output_dir))
@@ -148,7 +150,7 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs)
     device_ids = [device.index] if accel.is_discrete(device) else None
     wrapped = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
-    precision = Precision(cfg.train.precision, device, cfg.train.loss_scale, dynamic=cfg.train.dynamic_loss_scale,
+    precision = Precision(precision_name, device, cfg.train.loss_scale, dynamic=cfg.train.dynamic_loss_scale,
                           guard=True)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     compiled = accel.compile_default(device) if cfg.train.compile is None else cfg.train.compile
@@ -184,13 +186,16 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
                                        tensorboard=run_dir / "tensorboard" if cfg.train.tensorboard else None)
         state.ckpts = CheckpointManager(run_dir, cfg.train.keep_checkpoint_max)
         write_status(run_dir, "running", model=cfg.model.name, dataset=cfg.data.dataset, epochs=cfg.train.epochs)
-        log.info("run %s: %s (%.2fM params) on %s x%d, %s, %d train / %d val images, %d classes, %dx%d, "
+        log.info("run %s: %s (%.2fM params) on %s x%d, %d train / %d val images, %d classes, %dx%d, "
                  "%d steps/epoch of %d images; %s step%s", run_dir, cfg.model.name,
-                 sum(p.numel() for p in model.parameters()) / 1e6, device, info.world_size, cfg.train.precision,
+                 sum(p.numel() for p in model.parameters()) / 1e6, device, info.world_size,
                  len(train_loader.dataset), len(val_loader.dataset), num_classes, image_size, image_size,
                  state.steps_per_epoch, cfg.train.batch_size * info.world_size, step.what,
                  " (the first steps compile it: a minute or two; train.compile=false turns it off)"
                  if step.compiled is not None and cfg.train.compile is None else "")
+        log.info("speed: %s%s", defaults.describe(precision_name, channels_last),
+                 "; for fp32 NCHW: --precision fp32 --set train.channels_last=false"
+                 if (precision_name, channels_last) != ("fp32", False) else "")
         if ckpt is not None:
             log.info("resumed from %s at epoch %d, step %d", resume, state.epoch + 1, state.global_step)
     if ckpt is not None:
