@@ -67,6 +67,8 @@ TRAIN_FLAGS = [
     ("--data-dir", "data.data_dir", str, "dataset root"),
     ("--image-size", "data.image_size", int, "train/eval resolution (default: the model's)"),
     ("--workers", "data.workers", int, "DataLoader worker processes"),
+    ("--holdout", "data.holdout", float, "validate on this fraction of the train split, held out from training "
+                                         "(tuning), instead of the val split"),
     ("--epochs", "train.epochs", int, "training epochs"),
     ("--batch-size", "train.batch_size", int, "images per step"),
     ("--lr", "optim.lr", float, "peak learning rate"),

@@ -107,6 +107,11 @@ class DataCfg:
                          ge=0, le=1)
     synthetic_images: int = _f(2560, "synthetic: train images (val: a tenth of them)", ge=1)
     synthetic_classes: int = _f(10, "synthetic: classes", ge=2)
+    holdout: float = _f(0.0, "fraction of the train split held out to validate on instead of data.val_split "
+                             "(stratified by class, fixed by data.holdout_seed whatever train.seed is): tune a "
+                             "recipe on it, then report on val with 0 (0 = off: validate on data.val_split)",
+                        ge=0, le=0.5)
+    holdout_seed: int = _f(0, "which images data.holdout holds out (another seed: another fold)", ge=0)
     progressive_sizes: list[int] = _f(
         [], "progressive resizing: train image sizes in equal shares of train.epochs, e.g. [96, 112, 128] over 6 "
         "epochs trains 2 at 96, 2 at 112, then 2 at 128 (the size is a function of the epoch, so resume is "

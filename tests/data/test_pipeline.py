@@ -96,3 +96,64 @@ def test_workers_are_capped_at_the_usable_cores(caplog):
         assert cap_workers(cores + 7919) == cores
         assert cap_workers(cores + 7919) == cores
     assert sum("capped at the" in r.message for r in caplog.records) == 1     # noted once per value
+
+
+# --------------------------------------------------------------------------------------
+# data.holdout: validate on a held-out part of the train split
+
+def test_holdout_indices_are_stratified_fixed_and_independent_of_anything_else():
+    from inception.data.datasets import holdout_indices
+
+    targets = [0] * 50 + [1] * 30 + [2] * 3 + [3] * 1
+    held = holdout_indices(targets, 0.2, seed=0)
+    per_class = {y: sum(1 for i in held if targets[i] == y) for y in range(4)}
+    assert per_class == {0: 10, 1: 6, 2: 1, 3: 0}          # round(0.2 n), at least one, never a class's last
+    assert held == sorted(set(held)) and held == holdout_indices(targets, 0.2, seed=0)
+    other = holdout_indices(targets, 0.2, seed=1)
+    assert len(other) == len(held) and other != held           # another fold
+    shuffled = holdout_indices(list(reversed(targets)), 0.2, seed=0)
+    assert len(shuffled) == len(held)
+    pairs = [0, 0, 1, 1]
+    assert sorted(pairs[i] for i in holdout_indices(pairs, 0.5, seed=3)) == [0, 1]   # one of each class
+
+
+def test_folder_holdout_validates_on_train_images_with_eval_preprocessing(tmp_path):
+    from .conftest import write_image
+
+    for c, cls in enumerate("ab"):                     # a train split only: no val folder at all
+        for i in range(10):
+            write_image(tmp_path / "train" / cls / f"{i}.jpg", size=(40, 30), seed=100 * c + i)
+    cfg = DataCfg(dataset="folder", data_dir=str(tmp_path), workers=0, image_size=16, holdout=0.2)
+    train, val = _kinds(cfg)
+    assert (len(train.dataset), len(val.dataset)) == (16, 4)
+    train_files = {path for path, _ in train.dataset.samples}
+    val_files = {path for path, _ in val.dataset.samples}
+    assert not train_files & val_files and len(train_files | val_files) == 20
+    assert sorted(val.dataset.targets) == [0, 0, 1, 1] and val.dataset.classes == ["a", "b"]
+    assert "held out" in val.dataset.source
+    # the held-out images get the eval preprocessing: the same tensor every time, whatever the epoch
+    a, b = val.dataset[(0, 0)][0], val.dataset[(5, 0)][0]
+    assert torch.equal(a, b) and a.shape == (3, 16, 16)
+    labels = torch.cat([b.labels for b in val])
+    assert labels.tolist() == val.dataset.targets
+    # the same images for any training seed, another set with data.holdout_seed
+    again = build_loaders(cfg, IDENTITY, batch_size=4, seed=99, device=CPU)[1]
+    assert {p for p, _ in again.dataset.samples} == val_files
+    fold = _kinds(DataCfg(dataset="folder", data_dir=str(tmp_path), workers=0, image_size=16, holdout=0.2,
+                          holdout_seed=1))[1]
+    assert {p for p, _ in fold.dataset.samples} != val_files
+    for cls in "ab":                                     # one image per class: nothing can be held out
+        write_image(tmp_path / "single" / "train" / cls / "0.jpg", size=(40, 30))
+    with pytest.raises(UserError, match="holds out no image"):
+        build_loaders(DataCfg(dataset="folder", data_dir=str(tmp_path / "single"), workers=0, image_size=16,
+                              holdout=0.5), IDENTITY, batch_size=1, device=CPU)
+
+
+def test_in_memory_holdout_stays_on_the_device_batcher():
+    train, val = _kinds(DataCfg(dataset="digits", workers=0, holdout=0.1))
+    assert isinstance(train, ResidentLoader) and isinstance(val, ResidentLoader)
+    assert len(train.dataset) + len(val.dataset) == 1437 and len(val.dataset) == 142    # a tenth of each class
+    assert val.dataset.labels.tolist() == val.dataset.targets
+    assert torch.equal(val.dataset.images[0], val.dataset.dataset.images[val.dataset.indices[0]])
+    seen = torch.cat([b.labels for b in val])
+    assert sorted(seen.tolist()) == sorted(val.dataset.targets)

@@ -282,3 +282,14 @@ def test_mixing_erasing_and_progressive_sizes_train_and_resume_exactly(tmp_path)
     got = {r["step"]: r["loss"] for r in _rows(tmp_path / "resumed", "step")}
     assert len(got) >= 3 and min(got) > 14 and all(got[s] == pytest.approx(want[s], rel=1e-6) for s in got)
     assert _rows(tmp_path / "resumed", "epoch")[-1]["val_top1"] == pytest.approx(epochs[-1]["val_top1"])
+
+
+def test_holdout_run_validates_on_the_held_out_train_images(tmp_path):
+    result = train(_cfg(tmp_path, **{"train.epochs": 1, "data.holdout": 0.1}), progress=False)
+    epoch = _rows(result.run_dir, "epoch")[-1]
+    assert epoch["val_count"] == 142                     # a tenth of each digit class of the train split
+    log = (result.run_dir / "train.log").read_text()
+    assert "1295 train / 142 val images" in log
+    assert "validation: 142 images held out of the train split 'train' (data.holdout 0.1" in log
+    # `inception eval` of the run reports on the val split, the figure to publish
+    assert evaluate_checkpoint(result.run_dir, device="cpu")["count"] == 360

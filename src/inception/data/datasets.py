@@ -8,10 +8,13 @@ samples are read and transformed comes in a :class:`Reading`, decided by
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from ..config import DataCfg
@@ -122,3 +125,72 @@ def conform(ds, classes: list[str], *, against: str, fix: str) -> None:
         shown = ", ".join(unknown[:10]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 10 else "")
         raise UserError(f"'{ds.source}' has classes not in {against}: {shown}; {fix}")
     ds.relabel([index.get(name, -1) for name in ds.classes], classes)  # -1: a class with no samples
+
+
+# --------------------------------------------------------------------------------------
+# Held-out validation (data.holdout)
+
+class Part(Dataset):
+    """Samples ``indices`` of ``dataset``, in that order; ``classes``, ``transform`` and the
+    rest pass through. ``samples`` and ``targets`` are the part's own, and so are ``images``
+    and ``labels`` of an in-memory dataset (so it can still be batched on the device)."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], source: str) -> None:
+        self.dataset, self.indices, self.source = dataset, [int(i) for i in indices], source
+        if hasattr(dataset, "samples"):
+            self.samples = [dataset.samples[i] for i in self.indices]
+        if hasattr(dataset, "images") and hasattr(dataset, "labels"):
+            index = torch.as_tensor(self.indices, dtype=torch.int64)
+            self.images, self.labels = dataset.images[index], dataset.labels[index]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.indices[index]]
+
+    def __getattr__(self, name):
+        if name == "dataset":      # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    @property
+    def targets(self) -> list[int]:
+        targets = self.dataset.targets
+        return [int(targets[i]) for i in self.indices]
+
+    def __repr__(self) -> str:
+        return f"Part({self.source}: {len(self)} images, {len(self.classes)} classes)"
+
+
+def holdout_indices(targets: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
+    """The sorted indices of a class-stratified ``fraction`` of samples: ``round(fraction x n)``
+    of each class's ``n``, at least one where ``n >= 2`` and never all of them, drawn by
+    ``seed`` alone (not the training seed: every run of a study validates on the same images)."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, y in enumerate(targets):
+        by_class[int(y)].append(i)
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for y in sorted(by_class):
+        members = by_class[y]
+        k = min(max(round(fraction * len(members)), 1 if len(members) >= 2 else 0), len(members) - 1)
+        held.extend(int(i) for i in rng.permutation(members)[:k])
+    return sorted(held)
+
+
+def hold_out(train: Dataset, held_view: Dataset, cfg: DataCfg) -> tuple[Part, Part]:
+    """``(training part, held-out part)`` of the train split by ``data.holdout``: ``train`` is
+    the split read with the training augmentation, ``held_view`` the same split read for
+    evaluation (both list the same samples in the same order)."""
+    if len(train) != len(held_view):
+        raise ValueError(f"the two readings of the train split differ: {len(train)} and {len(held_view)} samples")
+    held = holdout_indices(train.targets, cfg.holdout, cfg.holdout_seed)
+    if not held:
+        raise UserError(f"data.holdout {cfg.holdout} holds out no image of the {len(train)} in the train split; "
+                        "raise it, or set data.holdout: 0 to validate on data.val_split")
+    kept = sorted(set(range(len(train))) - set(held))
+    source = getattr(train, "source", cfg.train_split)
+    tag = f"data.holdout {cfg.holdout:g}, data.holdout_seed {cfg.holdout_seed}"
+    return (Part(train, kept, f"{source} less the held-out part ({tag})"),
+            Part(held_view, held, f"{source}, held out ({tag})"))

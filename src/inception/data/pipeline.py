@@ -40,7 +40,7 @@ from ..config import DataCfg
 from ..errors import UserError
 from ..models.layers import DataConfig
 from .batchaug import BatchAugment
-from .datasets import Reading, conform, folder_classes, open_split
+from .datasets import Reading, conform, folder_classes, hold_out, open_split
 from .decode import CenterCropDecode, RandomResizedCropDecode, read_encoded
 from .folder import ImageFileDataset
 from .loader import build_loader
@@ -211,10 +211,13 @@ def _reading(cfg: DataCfg, pre: Preprocessing, train: bool) -> Reading:
 
 def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Dataset]:
     """Train (augmented) and validation (eval preprocessing) datasets; val labels follow
-    train's classes. With the fast decoder, image-file samples are uint8 and carry
+    train's classes. With ``data.holdout`` both are parts of the train split (validation: the
+    held-out part). With the fast decoder, image-file samples are uint8 and carry
     ``.normalize``, which their loader applies on the device."""
     pre = Preprocessing.from_config(cfg, data_config)
     train = open_split(cfg, cfg.train_split, _reading(cfg, pre, train=True))
+    if cfg.holdout:
+        return hold_out(train, open_split(cfg, cfg.train_split, _reading(cfg, pre, train=False)), cfg)
     val = open_split(cfg, cfg.val_split, _reading(cfg, pre, train=False))
     conform(val, train.classes, against="the training data",
             fix="remove them from the validation data or add them to the training data")

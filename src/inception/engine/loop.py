@@ -196,6 +196,11 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
         log.info("speed: %s%s", defaults.describe(precision_name, channels_last),
                  "; for fp32 NCHW: --precision fp32 --set train.channels_last=false"
                  if (precision_name, channels_last) != ("fp32", False) else "")
+        if cfg.data.holdout:
+            log.info("validation: %d images held out of the train split '%s' (data.holdout %g, data.holdout_seed "
+                     "%d), not data.val_split '%s': for tuning; report on val with data.holdout 0",
+                     len(val_loader.dataset), cfg.data.train_split, cfg.data.holdout, cfg.data.holdout_seed,
+                     cfg.data.val_split)
         if ckpt is not None:
             log.info("resumed from %s at epoch %d, step %d", resume, state.epoch + 1, state.global_step)
     if ckpt is not None:
