@@ -28,9 +28,23 @@ def _fmt_count(n: int) -> str:
     return f"{n / 1e6:,.2f}M" if n >= 1e6 else f"{n:,}"
 
 
+def _init_gradients(names: list[str], image_size: int, batch_size: int) -> int:
+    from .engine.diagnose import init_gradient_scale
+
+    print(f"one fp32 backward pass at init: batch {batch_size}, {image_size}x{image_size}, 10 classes, "
+          "label smoothing 0.1; |grad| / |w| of each convolution's weight")
+    print(f"{'model':<22} {'grad norm':>10} {'max |g|/|w|':>12}  {'median':>7}  layer of the max")
+    for name in names:
+        r = init_gradient_scale(name, image_size=image_size, batch_size=batch_size)
+        print(f"{name:<22} {r.grad_norm:>10.1f} {r.max_ratio:>12.2f}  {r.median_ratio:>7.3f}  {r.max_layer}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import get_model_info, list_models, model_summary
 
+    if args.init_gradients:
+        return _init_gradients([args.name] if args.name else list_models(), args.image_size, args.batch_size)
     if args.name:
         info = get_model_info(args.name)
         dc = info.data_config
@@ -577,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models, or summarise one",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("name", nargs="?", default=None, help="a model name: print its blocks and output shapes")
+    p.add_argument("--init-gradients", action="store_true",
+                   help="for the model (default: every model), how hard one SGD step hits each convolution at init: "
+                        "the gradient norm and |grad| / |w| of the convolutions' weights, one fp32 pass on random "
+                        "images (a high ratio needs a small lr, a long warmup or AdamW)")
+    p.add_argument("--image-size", type=int, default=128, help="--init-gradients: image side")
+    p.add_argument("--batch-size", type=int, default=32, help="--init-gradients: images in the batch")
     p.set_defaults(func=cmd_models)
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
