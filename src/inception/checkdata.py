@@ -14,16 +14,14 @@ Every file is decoded in full, in worker processes, exactly as training would de
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data.folder import find_classes, load_image, read_list
+from .data.folder import find_classes, load_image, open_image, read_list
 from .errors import UserError
 
 _CONVERTED = {"CMYK": "CMYK", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
@@ -83,8 +81,7 @@ class _Probe(Dataset):
         try:
             if os.path.getsize(path) == 0:
                 return i, "error", "empty file (0 bytes)"
-            with warnings.catch_warnings(), Image.open(path) as im:
-                warnings.simplefilter("ignore")
+            with open_image(path) as im:          # the formats and size limit training decodes under
                 mode = im.mode
                 transparent = mode == "P" and "transparency" in im.info
             image = load_image(path)

@@ -826,8 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the variable keeps the key out of the process list)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (413 above it)")
     p.add_argument("--max-images", type=int, default=64, help="most images in one request")
-    p.add_argument("--max-megapixels", type=float, default=89.5,
-                   help="largest decoded image (decompression bombs: 413 above it)")
+    p.add_argument("--max-image-mp", "--max-megapixels", dest="max_megapixels", type=float, default=25.0,
+                   help="largest image in megapixels (width x height / 1e6), checked from its header before "
+                        "decoding: 413 above it (default 25, as training's limit)")
     p.add_argument("--name", default=None, help="the model's name in /v2/models/NAME (default: the file name)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                    help="log one line per request")

@@ -169,6 +169,27 @@ def test_folder_archive_errors(tmp_path):
         build_datasets(DataCfg(dataset="folder", data_dir=str(bad)), IDENTITY)
 
 
+def test_tar_bombs_are_refused_before_reading(tmp_path, monkeypatch):
+    import gzip
+
+    from inception.data import archive as archive_module
+    info = tarfile.TarInfo("top/train/cat/huge.png")
+    info.size = 10 * 2**30                          # declared 10 GiB; the file itself is 1 kB
+    bomb = tmp_path / "bomb.tar.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(info.tobuf() + b"\0" * 1024)
+    assert bomb.stat().st_size < 2000
+    for kind in ("cifar10", "folder"):
+        with pytest.raises(UserError, match=r"bomb.tar.gz': member 'top/train/cat/huge.png' is 10,737,418,240 "
+                                            r"bytes, more than the 256 MiB an image may take"):
+            build_datasets(DataCfg(dataset=kind, data_dir=str(bomb)), IDENTITY)
+    _, archive = _folder_archive(tmp_path)
+    monkeypatch.setattr(archive_module, "max_archive_bytes", lambda: 2000)    # the total: half the memory
+    with pytest.raises(UserError, match=r"holds more than 2,000 bytes of images \(at member '.*'\), more than half "
+                                        r"this machine's memory; extract it"):
+        build_datasets(DataCfg(dataset="folder", data_dir=str(archive)), IDENTITY)
+
+
 def test_real_imagenette_archive():
     if not IMAGENETTE.is_file():
         pytest.skip(f"{IMAGENETTE} is not present")

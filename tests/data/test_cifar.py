@@ -121,8 +121,29 @@ def test_pickle_with_code_is_refused(tmp_path):
 
     with open(written["folder"] / "test_batch", "wb") as f:
         pickle.dump({b"data": Evil(), b"labels": []}, f)
-    with pytest.raises(UserError, match="test_batch' is not a valid CIFAR python pickle"):
+    with pytest.raises(UserError, match="test_batch' is refused, for safety: it holds the global builtins.print"):
         build_eval_dataset(_exact_cfg("cifar10", tmp_path), IDENTITY)
+
+
+@pytest.mark.parametrize("payload,expected", [
+    # numpy.f2py.__main__ runs f2py's command line on import: the old prefix rule let it through
+    (b"\x80\x02cnumpy.f2py.__main__\n_reconstruct\n)R.", "the global numpy.f2py.__main__._reconstruct"),
+    (pickle.dumps({b"data": np.array([object()] * 2, dtype=object), b"labels": [0, 1]}, protocol=2),
+     "object dtype"),
+    (b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.", "malformed pickle"),
+])
+def test_hostile_batches_are_refused_in_one_line(tmp_path, payload, expected):
+    import subprocess
+    import sys
+    written = write_cifar(tmp_path, "cifar10", "pickle")
+    (written["folder"] / "data_batch_1").write_bytes(payload)
+    out = subprocess.run([sys.executable, "-m", "inception", "train", "--dataset", "cifar10", "--data-dir",
+                          str(tmp_path), "--epochs", "1", "--output-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "Unknown option" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+    assert "data_batch_1' is refused, for safety" in out.stderr and expected in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_no_cifar_data(tmp_path):

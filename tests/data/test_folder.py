@@ -1,8 +1,10 @@
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from inception.config import DataCfg
@@ -49,6 +51,39 @@ def test_every_mode_loads_as_rgb(tree, identity_dc, pipeline, dtype):
     assert val[0][0].shape == (3, 24, 24) and val[0][1] == 0
     for path, _ in train.samples:
         assert load_image(path).mode == "RGB"
+
+
+def test_16_and_32_bit_grayscale_to_8_bit_in_integers():
+    from inception.data.folder import _to_8bit
+
+    def reference(a, mode):          # the float64 formula the integer path replaces
+        a = a.astype(np.float64)
+        top = 65535.0 if a.max() > 255 or mode.startswith("I;16") else 255.0
+        return np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    np.testing.assert_array_equal(np.asarray(_to_8bit(Image.fromarray(every))), reference(every, "I;16"))
+    small = np.arange(256, dtype=np.int32).reshape(16, 16)           # a 32-bit image of 8-bit values stays as is
+    np.testing.assert_array_equal(np.asarray(_to_8bit(Image.fromarray(small))), small.astype(np.uint8))
+    wide = np.array([[-5, 0, 300, 65535, 70000, 2**31 - 1]], dtype=np.int32)   # negatives 0, above 16 bits 255
+    assert np.asarray(_to_8bit(Image.fromarray(wide))).tolist() == [[0, 0, 1, 255, 255, 255]]
+
+
+def test_only_the_listed_formats_are_opened(tmp_path):
+    from inception.data.folder import ImageTooLargeError, UnsupportedImageError
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n" + b"0" * 64)
+    with pytest.raises(UnsupportedImageError, match="photo.jpg' \\(not a JPEG, PNG, WebP, BMP, GIF or TIFF file\\)"):
+        load_image(eps)
+    ppm = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(ppm, format="PPM")
+    with pytest.raises(UnsupportedImageError):
+        load_image(ppm)
+    big = tmp_path / "big.png"
+    Image.new("L", (300, 200)).save(big)
+    with pytest.raises(ImageTooLargeError, match="300x200 = 60,000 pixels, over the limit of 50,000"):
+        load_image(big, max_pixels=50_000)
+    assert load_image(big).size == (300, 200)
 
 
 def test_val_may_lack_classes_but_not_add_them(tree, identity_dc):

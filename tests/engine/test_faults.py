@@ -218,26 +218,30 @@ def _bad_folder(root):
     (t / "b" / "zero.jpg").write_bytes(b"")
     (t / "b" / "text.jpg").write_text("not an image")
     Image.fromarray(np.zeros((60, 60, 3), np.uint8)).save(t / "b" / "bomb.png")   # huge under the lowered limit
-    return {"truncated.jpg", "zero.jpg", "text.jpg", "bomb.png"}
+    # formats PIL reads but the project does not open (Ghostscript would render the EPS): named like photos
+    (t / "a" / "eps.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 40 40\n" + b"0" * 64)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(t / "b" / "ppm.png", format="PPM")
+    return {"truncated.jpg", "zero.jpg", "text.jpg", "bomb.png", "eps.jpg", "ppm.png"}
 
 
 def test_bad_images_are_skipped_counted_and_listed(tmp_path, monkeypatch):
     bad = _bad_folder(tmp_path / "data")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # 60x60 = 3,600 px > 2x the limit: a "bomb"
     out = tmp_path / "run"
-    # one batch of all 19 files (a partial last batch would be dropped, unread)
-    result = train(_tiny_cfg(tmp_path / "data", out, **{"train.epochs": 1, "train.batch_size": 19}), progress=False)
-    assert result.skipped_images == 4
+    # one batch of all 21 files (a partial last batch would be dropped, unread)
+    result = train(_tiny_cfg(tmp_path / "data", out, **{"train.epochs": 1, "train.batch_size": 21}), progress=False)
+    assert result.skipped_images == 6
     epoch = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x][-1]
-    assert epoch["skipped_images"] == 4
+    assert epoch["skipped_images"] == 6
     listed = (out / "skipped_images.txt").read_text()
     assert {Path(line.split("\t")[1]).name for line in listed.splitlines()} == bad
     log = (out / "train.log").read_text()
-    assert "skipped 4 unreadable images" in log and "skipped unreadable image" in log
+    assert "skipped 6 unreadable images" in log and "skipped unreadable image" in log
+    assert "eps.jpg' (not a JPEG, PNG, WebP, BMP, GIF or TIFF file)" in listed
 
     with pytest.raises(UserError, match="cannot read image .*(truncated|zero|text|bomb).*data.bad_image: skip"):
         train(_tiny_cfg(tmp_path / "data", tmp_path / "strict", **{"train.epochs": 1, "data.bad_image": "error",
-                                                                   "train.batch_size": 19}), progress=False)
+                                                                   "train.batch_size": 21}), progress=False)
 
 
 def test_check_data_reports_problems_and_counts(tmp_path, capsys):
@@ -245,7 +249,8 @@ def test_check_data_reports_problems_and_counts(tmp_path, capsys):
     assert main(["check-data", str(tmp_path / "data"), "--workers", "0"]) == 1
     out = capsys.readouterr().out
     assert "train: 16 readable images in 2 classes" in out and "val: 4 readable images in 2 classes" in out
-    assert "3 file(s) cannot be used" in out      # the "bomb" is fine at PIL's default limit
+    assert "5 file(s) cannot be used" in out      # the "bomb" is fine at the default limit
+    assert "not a JPEG, PNG, WebP, BMP, GIF or TIFF file" in out
     for name in bad - {"bomb.png"}:
         assert name in out
     assert "CMYK (converted to RGB)" in out and "16-bit" in out and "palette with transparency" in out

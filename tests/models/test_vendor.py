@@ -213,6 +213,31 @@ def test_malicious_pdparams_does_not_run(tmp_path):
     assert not marker.exists()
 
 
+def test_hostile_pdparams_are_refused(tmp_path):
+    path = tmp_path / "obj.pdparams"
+    with open(path, "wb") as f:     # an object array: arbitrary objects, or a pointer per declared element
+        pickle.dump({"w": np.array([1, "x"], dtype=object)}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="for safety: it asks for an array of Python objects"):
+        V.read_pdparams(path)
+    path.write_bytes(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.")   # 1 TiB declared, 3 B there
+    with pytest.raises(CheckpointError, match="for safety: it asks for a malformed pickle"):
+        V.read_pdparams(path)
+
+
+@pytest.mark.parametrize("dims", [[-2, -3], [2**40, 2**40, 2**40], [1] * 9, [4, 4]])
+def test_mindspore_dims_are_validated(tmp_path, dims):
+    msg = V._mindspore_message()()
+    value = msg.value.add()
+    value.tag = "conv1.weight"
+    value.tensor.dims.extend(dims)
+    value.tensor.tensor_type = "Float32"
+    value.tensor.tensor_content = np.ones(6, np.float32).tobytes()
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(msg.SerializeToString())
+    with pytest.raises(CheckpointError, match="tensor 'conv1.weight' (declares the shape|has 6 values for shape)"):
+        V.read_mindspore_ckpt(path)
+
+
 def test_partial_and_unknown_files_name_the_keys(tmp_path):
     model = create_model("googlenet", num_classes=3, variant="mindspore")
     raw = vendor_names(model, V._mindspore_googlenet)

@@ -99,6 +99,20 @@ def test_classify_response_shape_and_topk(client, served):
 
 # ------------------------------------------------------------------------------------ bad input
 
+def _corrupt_png() -> bytes:
+    import io
+    import zlib
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    start = data.index(b"IDAT") + 4
+    data[start:start + 8] = b"\x00\xff" * 4           # break the zlib stream, keep the header
+    assert zlib.crc32(bytes(data)) != zlib.crc32(buf.getvalue())
+    return bytes(data)
+
+
 def _bad_cases(served):
     jpg = served["images"][0].read_bytes()
     big = (served["folder"] / "img7.jpg").read_bytes()
@@ -106,7 +120,17 @@ def _bad_cases(served):
     return [
         ("empty body", {"content": b"", "headers": {"content-type": "image/jpeg"}}, "", 400, "empty_body"),
         ("text as an image", {"content": b"hello, not an image" * 10, "headers": {"content-type": "image/jpeg"}},
-         "", 422, "not_an_image"),
+         "", 415, "unsupported_image_format"),
+        ("EPS (would reach Ghostscript)", {"content": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n" + b"0" * 64,
+                                           "headers": {"content-type": "image/jpeg"}}, "", 415,
+         "unsupported_image_format"),
+        ("PPM (a format PIL reads, not on the list)", {"content": b"P6\n2 2\n255\n" + bytes(12),
+                                                       "headers": {"content-type": "image/x-portable-pixmap"}},
+         "", 415, "unsupported_image_format"),
+        ("PNG with corrupt pixels", {"content": _corrupt_png(), "headers": {"content-type": "image/png"}}, "", 422,
+         "truncated_image"),          # PIL: "broken data stream", as for a file cut short
+        ("30 MP, over the 25 MP default", {"content": png_header_only(6000, 5000),
+                                           "headers": {"content-type": "image/png"}}, "", 413, "decompression_bomb"),
         ("truncated jpeg", {"content": truncated, "headers": {"content-type": "image/jpeg"}}, "", 422,
          "truncated_image"),
         ("PIL's bomb", {"content": png_header_only(100_000, 100_000), "headers": {"content-type": "image/png"}},
@@ -125,8 +149,8 @@ def _bad_cases(served):
         ("multipart garbage", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=zz"}},
          "", 400, "bad_multipart"),
         ("multipart without a file", {"data": {"note": "no file here"}, "files": {}}, "", 400, "bad_multipart"),
-        ("a text file in multipart", {"files": {"file": ("notes.txt", b"just text", "text/plain")}}, "", 422,
-         "not_an_image"),
+        ("a text file in multipart", {"files": {"file": ("notes.txt", b"just text", "text/plain")}}, "", 415,
+         "unsupported_image_format"),
     ]
 
 
@@ -150,8 +174,10 @@ def test_bad_inputs_answer_json_errors_and_the_server_goes_on(served, onnx_predi
     for kind in set(kinds):
         assert metric(values, "inception_errors_total", kind=kind) == kinds.count(kind), kind
     assert metric(values, "inception_requests_total", endpoint="/v1/classify", status="200") == len(cases)
-    assert metric(values, "inception_requests_total", endpoint="/v1/classify", status="415") == 2
-    assert metric(values, "inception_requests_total", endpoint="/v1/classify", status="413") == 2
+    statuses = [status for _, _, _, status, _ in cases]
+    for status in set(statuses):
+        assert metric(values, "inception_requests_total", endpoint="/v1/classify",
+                      status=str(status)) == statuses.count(status), status
 
 
 def test_bad_image_reasons_name_the_problem(client, served):
@@ -161,8 +187,7 @@ def test_bad_image_reasons_name_the_problem(client, served):
     r = client.post("/v1/classify", content=png_header_only(10_000, 10_000), headers={"content-type": "image/png"})
     assert "10000x10000 = 100,000,000 pixels" in r.json()["error"]
     r = client.post("/v1/classify", content=b"hello", headers={"content-type": "image/jpeg"})
-    assert r.json()["error"] == ("'body' is not an image this server can read (cannot identify image file); send a "
-                                 "JPEG, PNG, WebP, BMP, GIF or TIFF file")
+    assert r.json()["error"] == "'body' is not a JPEG, PNG, WebP, BMP, GIF or TIFF image; send one of those"
     r = client.post("/v1/classify", content=b"hello", headers={"content-type": "application/x-www-form-urlencoded"})
     assert "add -H 'Content-Type: image/jpeg'" in r.json()["error"]
 
@@ -300,7 +325,8 @@ def test_v2_infer_bytes_equals_classify(client, served):
      "bad_tensor"),
     ({"inputs": []}, 422, "bad_tensor"),
     ({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["not base64!"]}]}, 422, "bad_tensor"),
-    ({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}]}, 422, "not_an_image"),
+    ({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGVsbG8="]}]}, 415,
+     "unsupported_image_format"),
     ({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}],
       "outputs": [{"name": "features"}]}, 422, "bad_tensor"),
     ({"inputs": [{"name": "input", "shape": [100, 3, 32, 32], "datatype": "FP32", "data": [0.0]}]}, 413,
@@ -330,22 +356,22 @@ def test_v2_infer_wrong_content_type_model_and_empty_body(client):
 def test_metrics_count_requests_errors_batches_and_latency(served, onnx_predictor):
     with TestClient(create_app(onnx_predictor, max_wait_ms=1)) as c:
         before = metric_values(c.get("/metrics").text)
-        assert metric(before, "inception_errors_total", kind="not_an_image") == 0   # every kind is listed at 0
+        assert metric(before, "inception_errors_total", kind="unsupported_image_format") == 0   # every kind at 0
         assert metric(before, "inception_queue_depth") == 0
         for p in served["images"][:3]:
             assert c.post("/v1/classify", **_jpeg(p)).status_code == 200
         files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in served["images"][:4]]
         assert c.post("/v1/classify", files=files).status_code == 200
-        assert c.post("/v1/classify", content=b"nope", headers={"content-type": "image/jpeg"}).status_code == 422
+        assert c.post("/v1/classify", content=b"nope", headers={"content-type": "image/jpeg"}).status_code == 415
         assert c.get("/v2/health/live").status_code == 200
         r = c.get("/metrics")
         assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
         values = metric_values(r.text)
     assert metric(values, "inception_requests_total", endpoint="/v1/classify", status="200") == 4
-    assert metric(values, "inception_requests_total", endpoint="/v1/classify", status="422") == 1
+    assert metric(values, "inception_requests_total", endpoint="/v1/classify", status="415") == 1
     assert metric(values, "inception_requests_total", endpoint="/v2/health/live", status="200") == 1
     assert metric(values, "inception_requests_total", endpoint="/metrics", status="200") == 1
-    assert metric(values, "inception_errors_total", kind="not_an_image") == 1
+    assert metric(values, "inception_errors_total", kind="unsupported_image_format") == 1
     assert metric(values, "inception_images_total") == 7
     assert metric(values, "inception_decode_seconds_count") == 7
     assert metric(values, "inception_queue_seconds_count") == 7

@@ -62,7 +62,7 @@ from PIL import Image
 
 from .. import __version__
 from ..accel import resolve_device
-from ..data.archive import is_archive
+from ..data.archive import MAX_MEMBER_BYTES, is_archive
 from ..data.folder import is_image_file
 from ..errors import UserError
 from ..utils import atomic_write_text
@@ -237,6 +237,9 @@ def extract_splits(source: Path, dest: Path, splits: dict[str, int | None]) -> s
                 parts = PurePosixPath(m.name).parts
                 if m.isfile() and len(parts) >= 3 and parts[-3] in splits and is_image_file(m.name):
                     root = "/".join(parts[:-3]) if root is None else root
+                    if m.size > MAX_MEMBER_BYTES:
+                        raise UserError(f"archive '{source}': member '{m.name}' is {m.size:,} bytes, more than the "
+                                        f"{MAX_MEMBER_BYTES >> 20} MiB an image may take; remove it from the archive")
                     copy(parts[-3], parts[-2], parts[-1], lambda m=m: tar.extractfile(m))
     if not any(split == "train" for split, _ in taken):
         raise UserError(f"'{source}' has no train/<class>/<image> files; give a folder dataset or a .tar.gz of "

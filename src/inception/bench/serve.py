@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..data.archive import max_archive_bytes, read_member
 from ..data.folder import is_image_file
 from ..errors import UserError
 from ..export import write_model
@@ -170,7 +171,10 @@ def _archive_images(path: Path, limit: int) -> list[tuple[str, bytes]]:
             members = [m for m in tar.getmembers() if m.isfile() and is_image_file(m.name)]
             val = [m for m in members if "val" in Path(m.name).parts]
             chosen = sorted(val or members, key=lambda m: m.name)[:limit]
-            items = [(m.name, tar.extractfile(m).read()) for m in chosen]
+            items, held = [], 0
+            for m in chosen:
+                items.append((m.name, read_member(tar, m, path, held, max_archive_bytes())))
+                held += m.size
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(f"--images '{path}' cannot be read as a tar archive ({e}); check the file") from None
     if not items:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple
@@ -45,6 +46,39 @@ def member_parts(name: str) -> tuple[str, str, str] | None:
     if len(parts) < 3 or not is_image_file(name) or any(p.startswith(".") for p in parts):
         return None
     return parts[-3], parts[-2], parts[-1]
+
+
+# A tar member larger than this is no image to train on (a 25 MP 16-bit RGB TIFF is 150 MB): it is
+# refused before it is read, so a tar bomb (a small .tar.gz whose members inflate to GBs) cannot
+# exhaust memory.
+MAX_MEMBER_BYTES = 256 << 20
+
+
+def max_archive_bytes() -> int:
+    """What :func:`read_archive` may hold in memory: half of this machine's memory."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):    # not POSIX: 8 GiB
+        return 8 << 30
+
+
+def read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, archive, held: int = 0,
+                limit: int | None = None) -> bytes:
+    """The bytes of ``member``, refused (one-line :class:`UserError` naming the archive and the
+    member) when it is larger than :data:`MAX_MEMBER_BYTES` or would take what is ``held``
+    already past ``limit``."""
+    if member.size > MAX_MEMBER_BYTES:
+        raise UserError(f"archive '{archive}': member '{member.name}' is {member.size:,} bytes, more than the "
+                        f"{MAX_MEMBER_BYTES >> 20} MiB an image may take (a damaged archive or a tar bomb); remove "
+                        "it from the archive")
+    if limit is not None and held + member.size > limit:
+        raise UserError(f"archive '{archive}' holds more than {limit:,} bytes of images (at member "
+                        f"'{member.name}'), more than half this machine's memory; extract it and train from the "
+                        "folder (data.data_dir: the extracted folder)")
+    f = tar.extractfile(member)
+    if f is None:
+        raise UserError(f"archive '{archive}': member '{member.name}' cannot be read; check the archive")
+    return f.read(member.size)
 
 
 class Member(NamedTuple):
@@ -88,13 +122,14 @@ def read_archive(archive: Path) -> ArchiveContent:
 def _read_archive(path: str, mtime: float) -> ArchiveContent:
     data = bytearray()
     splits: dict[str, dict[str, list[Member]]] = {}
+    limit = max_archive_bytes()
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 parts = member_parts(member.name) if member.isfile() else None
                 if parts is None:
                     continue
-                raw = tar.extractfile(member).read()
+                raw = read_member(tar, member, path, len(data), limit)
                 splits.setdefault(parts[0], {}).setdefault(parts[1], []).append(
                     Member(member.name, parts[1], len(data), len(raw)))
                 data += raw

@@ -35,7 +35,6 @@ import os
 import shutil
 import tarfile
 import time
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -46,13 +45,14 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..utils import atomic_write_text
-from .archive import member_parts
+from .archive import member_parts, read_member
 from .decode import EncodedDataset
 from .folder import (
     ImageFileDataset,
     ImageReadError,
     find_classes,
     folder_dataset,
+    open_image,
     read_label_names,
     read_list,
     to_rgb,
@@ -179,7 +179,7 @@ def _archive_items(src: Path):
                 p = member_parts(member.name) if member.isfile() else None
                 if p is None or p[1] not in index:
                     continue
-                yield p[0], index[p[1]], f"{p[1]}/{p[2]}", tar.extractfile(member).read()
+                yield p[0], index[p[1]], f"{p[1]}/{p[2]}", read_member(tar, member, src)
     return classes, counts, items()
 
 
@@ -187,8 +187,7 @@ def resize_encoded(data: bytes, name: str, max_size: int, quality: int) -> bytes
     """``data`` as a JPEG whose shorter side is at most ``max_size``; a JPEG already that
     small is returned unchanged."""
     try:
-        with Image.open(io.BytesIO(data)) as im, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with open_image(io.BytesIO(data), name) as im:
             w, h = im.size
             if im.format == "JPEG" and im.mode in ("RGB", "L") and min(w, h) <= max_size:
                 return data

@@ -6,7 +6,6 @@ may be the parent of the extracted folder (``cifar-10-batches-bin``, ...) or tha
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..safe_pickle import UnsafePickleError, load_numpy_pickle
 from .memory import MemoryDataset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -81,25 +81,16 @@ def _read_binary(path: Path, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-class _Unpickler(pickle.Unpickler):
-    """Loads the CIFAR pickles (dicts of numpy arrays and lists) and refuses anything else,
-    so a tampered file cannot run code."""
-
-    _ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
-
-    def find_class(self, module: str, name: str):
-        numpy_ok = module.split(".")[0] == "numpy" and (name in self._ALLOWED or name.endswith("DType"))
-        if numpy_ok or (module, name) == ("_codecs", "encode"):  # protocol-2 bytes from Python 3
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
-
-
 def _unpickle(path: Path) -> dict:
+    """A CIFAR python batch: a dict of numpy arrays and lists, read by the project's one
+    restricted unpickler (no code, no object arrays, no sizes beyond the file's own)."""
     try:
-        with open(path, "rb") as f:
-            obj = _Unpickler(f, encoding="bytes").load()
+        obj = load_numpy_pickle(path.read_bytes(), encoding="bytes")
+    except UnsafePickleError as e:
+        raise UserError(f"CIFAR file '{path}' is refused, for safety: it holds {e}; extract the official "
+                        "archive again") from None
     except Exception as e:
-        raise UserError(f"CIFAR file '{path}' is not a valid CIFAR python pickle ({e}); "
+        raise UserError(f"CIFAR file '{path}' is not a valid CIFAR python pickle ({type(e).__name__}: {e}); "
                         "extract the archive again") from None
     if not isinstance(obj, dict):
         raise UserError(f"CIFAR file '{path}' is not a valid CIFAR python pickle (no dict inside)")
@@ -111,12 +102,20 @@ def _read_pickle(path: Path, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     key = "labels" if dataset == "cifar10" else "fine_labels"
     if "data" not in d or key not in d:
         raise UserError(f"CIFAR file '{path}' has no '{key}' and 'data' entries; is it a {dataset} file?")
-    data = np.asarray(d["data"], dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != PIXELS or len(data) != len(d[key]):
-        raise UserError(f"CIFAR file '{path}' holds data of shape {data.shape} for {len(d[key])} labels; "
-                        f"expected (N, {PIXELS}); extract the archive again")
+    try:
+        data = np.asarray(d["data"], dtype=np.uint8)
+        labels = np.asarray(d[key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise UserError(f"CIFAR file '{path}' holds entries that are not pixel bytes and integer labels ({e}); "
+                        "extract the archive again") from None
+    if data.ndim != 2 or data.shape[1] != PIXELS or labels.ndim != 1 or len(data) != len(labels):
+        raise UserError(f"CIFAR file '{path}' holds data of shape {data.shape} for labels of shape {labels.shape}; "
+                        f"expected (N, {PIXELS}) and (N,); extract the archive again")
+    if len(labels) and labels.min() < 0:
+        raise UserError(f"CIFAR file '{path}' holds a negative label ({int(labels.min())}); extract the archive "
+                        "again")
     images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
-    return images, torch.as_tensor(np.asarray(d[key], dtype=np.int64))
+    return images, torch.from_numpy(labels)
 
 
 def _class_names(dataset: str, layout: str, meta: Path) -> list[str]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -42,7 +41,15 @@ from torch.utils.data import default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from .folder import ImageFileDataset, ImageReadError, load_image, to_rgb
+from .folder import (
+    DEFAULT_MAX_PIXELS,
+    ImageFileDataset,
+    ImageReadError,
+    ImageTooLargeError,
+    load_image,
+    open_image,
+    to_rgb,
+)
 from .transforms import interpolation_mode
 
 __all__ = ["EncodedImage", "EncodedDataset", "read_encoded", "decode_pil", "RandomResizedCropDecode",
@@ -142,8 +149,7 @@ def decode_box(image: EncodedImage, box_fn, size: int, interpolation: str = "bil
                 raise _fail(image.name, e) from None
             return _resize_box(pixels, (top, left, h, w), size, interpolation), (top, left, h, w)
     try:
-        with Image.open(io.BytesIO(image.data)) as im, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with open_image(io.BytesIO(image.data), image.name) as im:
             width, height = im.size
             top, left, h, w = box_fn(width, height) if header is None else (top, left, h, w)
             reduce, scaled = min(w, h) / size, None
@@ -222,12 +228,10 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
 
 
 def _bomb_check(width: int, height: int, name: str) -> None:
-    """PIL's decompression-bomb limit, for files that skip PIL."""
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > 2 * limit:
-        raise ImageReadError(f"cannot read image '{name}' (Image size ({width * height} pixels) exceeds limit of "
-                             f"{2 * limit} pixels, could be decompression bomb DOS attack.); "
-                             "replace or delete the file")
+    """:func:`~inception.data.folder.open_image`'s size limit, for JPEGs read without PIL."""
+    if width * height > DEFAULT_MAX_PIXELS:
+        raise ImageTooLargeError(f"cannot read image '{name}' ({width}x{height} = {width * height:,} pixels, over "
+                                 f"the limit of {DEFAULT_MAX_PIXELS:,}); resize it")
 
 
 def _pil_tensor(im: Image.Image) -> Tensor:
@@ -356,9 +360,7 @@ class DeferredBatch:
         if deferred:
             datas = [self.items[i].data for i in deferred]
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    pixels = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+                pixels = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
                 decoded.update(zip(deferred, pixels))
             except RuntimeError:           # one bad file fails the batch: one at a time, then on the CPU
                 for i, data in zip(deferred, datas):
@@ -383,9 +385,7 @@ class DeferredBatch:
 def _decode_one(data: Tensor, device: torch.device, name: str) -> Tensor | str:
     for where in ([device, torch.device("cpu")] if device.type != "cpu" else [device]):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return decode_jpeg(data, mode=ImageReadMode.RGB, device=where).to(device)
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=where).to(device)
         except RuntimeError as e:
             error = e
     return str(_fail(name, error))

@@ -17,8 +17,27 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+# What the project opens, everywhere (training, check-data, infer, serve): only these formats'
+# decoders run, so an EPS, PDF or other file named like a photo never reaches Ghostscript or
+# another plugin. PIL identifies a file by its bytes, not its name.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+FORMAT_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 LABEL_FILES = ("label_list.txt", "labels.txt")
+
+# The largest image decoded (width x height): 25 MP, sized for classification (a 6000 x 4000
+# photo is 24 MP; at 4 bytes a pixel its decode takes 100 MB). Checked from the header, before
+# any pixel is decoded; PIL's own limit (89.5 MP warned, 179 MP refused) is far above it.
+DEFAULT_MAX_PIXELS = 25_000_000
+
+# Set once, at import, never per call: warnings.catch_warnings() is not thread-safe, and decoding
+# runs in threads (the server's decode pool, the fast loader). The size limit above replaces
+# PIL's bomb warning; the rest is per-file noise (palette transparency, EXIF, torchvision's
+# decode deprecation and read-only buffers).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
 class ImageReadError(UserError):
@@ -34,17 +53,51 @@ class ImageReadError(UserError):
         super().__init__(message)
 
 
-def load_image(path, name: str | None = None) -> Image.Image:
-    """Decode ``path`` (a file path or a binary file object) into an RGB PIL image
-    (grayscale, CMYK, RGBA and palette images are converted); an unreadable file is an
-    :class:`ImageReadError` naming it (``name``, default ``path``)."""
+class UnsupportedImageError(ImageReadError):
+    """A file that is none of :data:`IMAGE_FORMATS` (an EPS, a PDF, random bytes)."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image of more pixels than the limit (:data:`DEFAULT_MAX_PIXELS` unless told)."""
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def open_image(source, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """``Image.open(source)`` restricted to :data:`IMAGE_FORMATS`, with the header's size
+    checked against ``max_pixels`` (None: no limit of ours) before any pixel is decoded. Raises
+    :class:`UnsupportedImageError`, :class:`ImageTooLargeError` or :class:`ImageReadError`
+    naming the file (``name``, default ``source``). Use it in a ``with`` block."""
+    name = name or source
     try:
-        with Image.open(path) as im, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. palette transparency, EXIF noise
+        im = Image.open(source, formats=IMAGE_FORMATS)
+    except Image.UnidentifiedImageError:
+        raise UnsupportedImageError(f"cannot read image '{name}' (not a {FORMAT_NAMES} file); convert it to one of "
+                                    "those, or delete it") from None
+    except Image.DecompressionBombError as e:          # over 2x PIL's limit: refused before ours is asked
+        raise ImageTooLargeError(f"cannot read image '{name}' ({_first_line(e)}); resize it") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"cannot read image '{name}' ({_first_line(e)}); replace or delete the file") from None
+    width, height = im.size
+    if max_pixels is not None and width * height > max_pixels:
+        im.close()
+        raise ImageTooLargeError(f"cannot read image '{name}' ({width}x{height} = {width * height:,} pixels, over the "
+                                 f"limit of {max_pixels:,}); resize it")
+    return im
+
+
+def load_image(path, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` (a file path or a binary file object) into an RGB PIL image
+    (grayscale, CMYK, RGBA and palette images are converted) under :func:`open_image`'s rules;
+    an unreadable file is an :class:`ImageReadError` naming it (``name``, default ``path``)."""
+    with open_image(path, name, max_pixels) as im:
+        try:
             return to_rgb(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageReadError(f"cannot read image '{name or path}' ({reason}); replace or delete the file") from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
+            raise ImageReadError(f"cannot read image '{name or path}' ({_first_line(e)}); replace or delete the "
+                                 "file") from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -58,9 +111,18 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    a = np.asarray(im, dtype=np.uint32 if im.mode == "I" else np.uint16).astype(np.float64)
-    top = 65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0
-    return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")
+    """16- or 32-bit grayscale to 8 bits, rounded, in integers: one int32 array of the image
+    (4 bytes a pixel), worked in place; no float64 copies. 16-bit images (or any with values
+    above 255) scale 0..65535 to 0..255; 32-bit values outside 0..65535 saturate."""
+    a = np.asarray(im)
+    sixteen = im.mode.startswith("I;16") or (a.size and int(a.max()) > 255)
+    a = a.astype(np.int32)                        # the one copy (PIL's buffer is read-only)
+    np.clip(a, 0, 65535 if sixteen else 255, out=a)
+    if sixteen:
+        a *= 255                                  # at most 16,711,425: fits in int32
+        a += 32767
+        a //= 65535                               # round half up, as (a * 255 / 65535 + 0.5) floored
+    return Image.fromarray(a.astype(np.uint8), mode="L")
 
 
 class ImageFileDataset(Dataset):

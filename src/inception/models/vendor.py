@@ -39,7 +39,7 @@ that lists it.
 
 from __future__ import annotations
 
-import pickle
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..safe_pickle import UnsafePickleError, load_numpy_pickle
 
 # ---------------------------------------------------------------------------------------------
 # MindSpore .ckpt
@@ -120,12 +121,17 @@ def read_mindspore_ckpt(path: str | Path) -> dict[str, Tensor]:
         kind, dims = pieces[0][0], pieces[0][1]
         if kind not in _MS_DTYPES and kind != _BF16:
             continue                     # strings ("str") and other non-numeric entries
+        dtype = np.dtype(np.uint16 if kind == _BF16 else _MS_DTYPES[kind])
+        data_bytes = sum(len(p[2]) for p in pieces)
+        if any(d < 0 for d in dims) or len(dims) > 8:
+            raise CheckpointError(f"'{path}': tensor '{tag}' declares the shape {dims} (negative or more than 8 "
+                                  "dimensions): a damaged or hostile checkpoint")
+        count = math.prod(dims)          # Python integers: no int64 overflow
+        if count * dtype.itemsize != data_bytes:
+            raise CheckpointError(f"'{path}': tensor '{tag}' has {data_bytes // dtype.itemsize:,} values for shape "
+                                  f"{dims} (a truncated or damaged checkpoint)")
         data = b"".join(p[2] for p in pieces)
-        array = np.frombuffer(data, dtype=np.uint16 if kind == _BF16 else _MS_DTYPES[kind])
-        count = int(np.prod(dims)) if dims else 1
-        if array.size != count:
-            raise CheckpointError(f"'{path}': tensor '{tag}' has {array.size} values for shape {dims} "
-                                  "(a truncated or damaged checkpoint)")
+        array = np.frombuffer(data, dtype=dtype)
         array = array.reshape(dims)
         out[tag] = _bf16(array) if kind == _BF16 else torch.from_numpy(array.copy())
     return out
@@ -134,35 +140,22 @@ def read_mindspore_ckpt(path: str | Path) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------
 # Paddle .pdparams
 
-# The only globals a .pdparams pickle of numpy arrays needs (numpy 1.x and 2.x spellings).
-_PADDLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("collections", "OrderedDict"), ("builtins", "tuple"), ("__builtin__", "tuple"),
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _PADDLE_GLOBALS:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}")
-        return super().find_class(module, name)
+# Beyond plain numpy arrays, a .pdparams pickle needs only these (paddle.save's OrderedDict and
+# its (name, array) tuples).
+_PADDLE_GLOBALS = (("collections", "OrderedDict"), ("builtins", "tuple"), ("__builtin__", "tuple"))
 
 
 def read_pdparams(path: str | Path) -> dict[str, Tensor]:
     """The arrays of a Paddle ``.pdparams`` file, by Paddle's structured names, without
-    running any code the file might carry."""
+    running any code the file might carry (the project's one restricted unpickler:
+    :func:`~inception.safe_pickle.load_numpy_pickle`)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as e:
-        if str(e).startswith("refused global"):
-            raise CheckpointError(f"'{path}' is not loaded, for safety: it asks for {str(e)[15:]}, and a .pdparams "
-                                  "file only needs numpy arrays (a malicious or non-Paddle pickle)") from None
-        raise CheckpointError(f"'{path}' is not a readable .pdparams pickle ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        obj = load_numpy_pickle(path.read_bytes(), extra_globals=_PADDLE_GLOBALS, encoding="latin1")
+    except UnsafePickleError as e:
+        raise CheckpointError(f"'{path}' is not loaded, for safety: it asks for {e}; a .pdparams file only needs "
+                              "numeric numpy arrays") from None
+    except Exception as e:   # a truncated or foreign pickle: EOFError, UnpicklingError, ValueError, ...
         raise CheckpointError(f"'{path}' is not a readable .pdparams pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a Paddle state dict")

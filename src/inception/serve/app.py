@@ -288,7 +288,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     limits = [("max_batch (--max-batch)", max_batch, 1), ("max_images (--max-images)", max_images, 1),
               ("workers (--workers)", workers, 1), ("threads (--threads)", threads, 1),
               ("max_wait_ms (--max-wait-ms)", max_wait_ms, 0), ("max_queue", max_queue, 1),
-              ("max_pixels (--max-megapixels x 1e6)", max_pixels, 1)]
+              ("max_pixels (--max-image-mp x 1e6)", max_pixels, 1)]
     for label, value, low in limits:
         if value is not None and value < low:
             raise UserError(f"{label} must be >= {low} (got {value})")

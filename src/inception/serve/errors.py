@@ -20,6 +20,7 @@ KINDS = {
     "too_many_images": 413,         # more images in one request than the server takes
     "decompression_bomb": 413,      # an image whose pixel count is over the limit
     "unsupported_media_type": 415,  # a content type the endpoint does not read
+    "unsupported_image_format": 415,  # bytes that are no JPEG, PNG, WebP, BMP, GIF or TIFF (EPS, PDF, junk)
     "not_an_image": 422,            # bytes that do not decode as an image
     "truncated_image": 422,         # an image cut short
     "bad_topk": 422,

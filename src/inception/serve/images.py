@@ -12,27 +12,38 @@ from __future__ import annotations
 import io
 import re
 import time
-import warnings
 
 import numpy as np
-from PIL import Image
 
-from ..data.folder import ImageReadError, load_image
+from ..data.folder import (
+    DEFAULT_MAX_PIXELS,
+    FORMAT_NAMES,
+    ImageReadError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    load_image,
+)
 from ..infer import preprocess_transform
 from .errors import ServeError
 
-DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # PIL's own warning threshold
+
+def _detail(e: ImageReadError) -> str:
+    """The reason inside ``cannot read image 'NAME' (REASON); FIX``."""
+    text = str(e)
+    return text.split(" (", 1)[-1].rsplit(");", 1)[0] if "cannot read image" in text else text
 
 
-def _reason(e: BaseException) -> str:
+def _reason(e: BaseException | str) -> str:
     text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e)).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
 
 
 class ImageDecoder:
     """``decoder(data, name)`` -> ``(float32 CHW array, seconds)``; raises
-    :class:`ServeError` (``empty_body``, ``not_an_image``, ``truncated_image``,
-    ``decompression_bomb``) for bytes it cannot turn into a model input."""
+    :class:`ServeError` (``empty_body``, ``unsupported_image_format``, ``not_an_image``,
+    ``truncated_image``, ``decompression_bomb``) for bytes it cannot turn into a model input.
+    Only :data:`~inception.data.folder.IMAGE_FORMATS` are opened, and an image over
+    ``max_pixels`` is refused from its header, before any pixel is decoded."""
 
     def __init__(self, metadata: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.transform = preprocess_transform(metadata)
@@ -44,28 +55,19 @@ class ImageDecoder:
             raise ServeError("empty_body", f"'{name}' is empty; send the bytes of a JPEG, PNG, WebP, BMP, GIF or "
                                            "TIFF image")
         try:
-            with warnings.catch_warnings():             # PIL's bomb warning: the limit is checked here
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(io.BytesIO(data)) as im:   # reads the header only
-                    width, height = im.size
-        except Image.DecompressionBombError as e:
-            raise ServeError("decompression_bomb", f"'{name}' is refused: {_reason(e)}") from None
-        except Exception as e:   # UnidentifiedImageError, a broken header, ...
-            if "truncat" in str(e).lower():
-                raise ServeError("truncated_image", f"'{name}' is cut short ({_reason(e)}); send the whole file") \
-                    from None
-            raise ServeError("not_an_image", f"'{name}' is not an image this server can read ({_reason(e)}); send "
-                                             "a JPEG, PNG, WebP, BMP, GIF or TIFF file") from None
-        if width * height > self.max_pixels:
-            raise ServeError("decompression_bomb", f"'{name}' is {width}x{height} = {width * height:,} pixels, over "
-                                                   f"the server's limit of {self.max_pixels:,}; send a smaller image")
-        try:
-            image = load_image(io.BytesIO(data), name=name)
+            image = load_image(io.BytesIO(data), name=name, max_pixels=self.max_pixels)
+        except UnsupportedImageError:
+            raise ServeError("unsupported_image_format", f"'{name}' is not a {FORMAT_NAMES} image; send one of "
+                                                         "those") from None
+        except ImageTooLargeError as e:
+            raise ServeError("decompression_bomb", f"'{name}' is refused: {_reason(_detail(e))}; send a smaller "
+                                                   "image") from None
         except ImageReadError as e:
-            text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e).split("; replace or delete")[0])
+            text = _detail(e)
             truncated = "truncat" in text.lower() or "broken data stream" in text
             raise ServeError("truncated_image" if truncated else "not_an_image",
-                             text + ("; send the whole file" if truncated else "")) from None
+                             f"'{name}' cannot be decoded ({text})" + ("; send the whole file" if truncated else
+                                                                       "; send a valid image")) from None
         try:
             x = self.transform(image)
         except Exception as e:   # decodable, but the transform cannot handle it
