@@ -393,6 +393,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_wait_ms=args.max_wait_ms, spin=args.spin, api_key=api_key,
                          max_upload_mb=args.max_upload_mb, max_images=args.max_images,
                          max_pixels=int(args.max_megapixels * 1e6), name=args.name,
+                         max_queue=args.max_queue, unhealthy_after=args.unhealthy_after,
                          access_log=args.access_log, http=args.http, loop=args.loop,
                          announce=lambda line: print(line, flush=True))
     print(f"stopped: answered {summary.answered} inference requests ({summary.images} images) in "
@@ -826,6 +827,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the variable keeps the key out of the process list)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (413 above it)")
     p.add_argument("--max-images", type=int, default=64, help="most images in one request")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="images waiting for the model before new requests get 503 with Retry-After (default 256: "
+                        "about 275 MB of 299-px inputs)")
+    p.add_argument("--unhealthy-after", type=int, default=5,
+                   help="images in a row the model fails on (raises, or answers NaN/Inf) before readiness turns 503; "
+                        "the next success turns it back (default 5)")
     p.add_argument("--max-image-mp", "--max-megapixels", dest="max_megapixels", type=float, default=25.0,
                    help="largest image in megapixels (width x height / 1e6), checked from its header before "
                         "decoding: 413 above it (default 25, as training's limit)")

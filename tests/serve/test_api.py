@@ -228,15 +228,20 @@ def test_unknown_routes_and_methods(client):
 
 def test_model_failure_is_a_500_and_the_server_recovers(served, onnx_predictor):
     model = RecordingPredictor(onnx_predictor)
-    with TestClient(create_app(model, max_wait_ms=1)) as c:
+    with TestClient(create_app(model, max_wait_ms=1, unhealthy_after=3)) as c:
         model.fail = True
         r = c.post("/v1/classify", **_jpeg(served["images"][0]))
         assert r.status_code == 500 and r.json()["kind"] == "model_error"
         assert "simulated model failure" in r.json()["error"]
+        assert c.get("/v2/health/ready").status_code == 200          # 1 failure: still ready
+        for _ in range(2):                                           # 3 in a row (--unhealthy-after 3): not ready
+            assert c.post("/v1/classify", **_jpeg(served["images"][0])).status_code == 500
+        assert c.get("/v2/health/ready").status_code == 503 and c.get("/v2/health/live").status_code == 200
         model.fail = False
         assert c.post("/v1/classify", **_jpeg(served["images"][0])).status_code == 200
+        assert c.get("/v2/health/ready").status_code == 200          # the first success: ready again
         values = metric_values(c.get("/metrics").text)
-    assert metric(values, "inception_errors_total", kind="model_error") == 1
+    assert metric(values, "inception_errors_total", kind="model_error") == 3
 
 
 # ------------------------------------------------------------------------------------ OIP v2
@@ -333,6 +338,25 @@ def test_v2_infer_bytes_equals_classify(client, served):
      "too_many_images"),
     ({"instances": [1, 2]}, 400, "bad_json"),
     ("[1, 2", 400, "bad_json"),
+    # non-finite numbers, beyond float32, deep nesting, a non-string id: 4xx, never a 500
+    ('{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [NaN' + ', 0' * 3071 + ']}]}',
+     400, "bad_json"),
+    ('{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [-Infinity' + ', 0' * 3071
+     + ']}]}', 400, "bad_json"),
+    ('{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [1e39' + ', 0' * 3071
+     + ']}]}', 422, "bad_tensor"),
+    ('{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [1e400' + ', 0' * 3071
+     + ']}]}', 422, "bad_tensor"),
+    ('{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [' + "9" * 400 + ', 0' * 3071
+     + ']}]}', 422, "bad_tensor"),
+    ('{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [[[[[[0]]]]]]}]}', 400,
+     "bad_json"),
+    ('{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "bad_json"),
+    ('{"inputs": ' + "[" * 100_000 + "}", 400, "bad_json"),
+    ({"id": {"a": 1}, "inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                                  "data": [0.0] * 3072}]}, 400, "bad_json"),
+    ({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [[0.0] * 3, [0.0]]}]}, 422,
+     "bad_tensor"),
 ])
 def test_v2_infer_bad_requests(client, body, status, kind):
     kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, str) else \

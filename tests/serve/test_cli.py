@@ -24,17 +24,22 @@ def test_serve_passes_its_options_to_the_library(monkeypatch, served, capsys):
     monkeypatch.setenv("INCEPTION_API_KEY", "from-env")
     assert main(["serve", "--model", str(served["onnx"]), "--port", "0", "--max-batch", "1", "--max-wait-ms", "2.5",
                  "--workers", "3", "--threads", "1", "--max-upload-mb", "1.5", "--max-images", "7",
-                 "--max-megapixels", "2", "--name", "digits", "--no-access-log", "--no-spin", "--http", "h11",
+                 "--max-megapixels", "2", "--max-queue", "9", "--unhealthy-after", "4",
+                 "--name", "digits", "--no-access-log", "--no-spin", "--http", "h11",
                  "--loop", "asyncio"]) == 0
     out = capsys.readouterr().out
     assert "serving model at http://127.0.0.1:1234" in out and "answered 5 inference requests (9 images)" in out
     assert seen["model"] == str(served["onnx"]) and seen["host"] == "127.0.0.1" and seen["port"] == 0
     assert (seen["max_batch"], seen["max_wait_ms"], seen["workers"], seen["threads"]) == (1, 2.5, 3, 1)
     assert (seen["max_upload_mb"], seen["max_images"], seen["max_pixels"]) == (1.5, 7, 2_000_000)
+    assert (seen["max_queue"], seen["unhealthy_after"]) == (9, 4)
     assert seen["api_key"] == "from-env" and seen["name"] == "digits" and seen["access_log"] is False
     assert seen["spin"] is False and (seen["http"], seen["loop"]) == ("h11", "asyncio")
     assert main(["serve", "--model", str(served["onnx"]), "--api-key", "flag"]) == 0
     assert seen["api_key"] == "flag" and seen["port"] == 8000 and seen["max_batch"] == 32 and seen["spin"] is True
+    assert (seen["max_pixels"], seen["max_queue"], seen["unhealthy_after"]) == (25_000_000, 256, 5)
+    assert main(["serve", "--model", str(served["onnx"]), "--max-image-mp", "0.5"]) == 0
+    assert seen["max_pixels"] == 500_000
     assert (seen["http"], seen["loop"]) == ("auto", "auto")
 
 
@@ -43,6 +48,8 @@ def test_serve_user_errors_are_one_line(tmp_path, served, capsys):
              (["--model", str(served["onnx"]), "--max-batch", "0"], "max_batch (--max-batch) must be >= 1"),
              (["--model", str(served["onnx"]), "--workers", "0"], "workers (--workers) must be >= 1 (got 0)"),
              (["--model", str(served["onnx"]), "--max-upload-mb", "0"], "must be > 0"),
+             (["--model", str(served["onnx"]), "--max-queue", "0"], "max_queue (--max-queue) must be >= 1 (got 0)"),
+             (["--model", str(served["onnx"]), "--unhealthy-after", "0"], "unhealthy_after (--unhealthy-after) must"),
              (["--model", str(served["onnx"]), "--runtime", "torch"], "--runtime onnxruntime")]
     for argv, text in cases:
         assert main(["serve", *argv]) == 2

@@ -68,7 +68,8 @@ class Service:
     """Everything the endpoints share: the model, its decoder, the batcher, the metrics."""
 
     def __init__(self, predictor: Predictor, *, name: str, max_batch: int, max_wait_ms: float, workers: int,
-                 max_upload_mb: float, max_images: int, max_pixels: int, max_queue: int, api_key: str | None) -> None:
+                 max_upload_mb: float, max_images: int, max_pixels: int, max_queue: int, api_key: str | None,
+                 unhealthy_after: int = 5) -> None:
         self.predictor = predictor
         self.name = name
         self.metadata = dict(predictor.metadata)
@@ -81,7 +82,7 @@ class Service:
         self.decoder = ImageDecoder(self.metadata, max_pixels=max_pixels)
         self.metrics = Metrics()
         self.batcher = Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                               metrics=self.metrics)
+                               metrics=self.metrics, unhealthy_after=unhealthy_after)
         self.workers = workers
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="inception-decode")
         self.max_upload = int(max_upload_mb * 2**20)
@@ -268,11 +269,15 @@ ERRORS = {code: {"description": desc, "content": {"application/json": {"example"
                                    (422, "not an image, truncated, a bad topk or tensor", "not_an_image")]}
 
 
+# Images waiting for the model, at most (TorchServe's job queue holds 100 requests).
+DEFAULT_MAX_QUEUE = 256
+
+
 def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: str = "auto",
                threads: int | None = None, workers: int | None = None, max_batch: int = 32,
                max_wait_ms: float = 5.0, api_key: str | None = None, max_upload_mb: float = 20.0,
-               max_images: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS, max_queue: int = 4096,
-               name: str | None = None, spin: bool = True) -> FastAPI:
+               max_images: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS, max_queue: int = DEFAULT_MAX_QUEUE,
+               name: str | None = None, spin: bool = True, unhealthy_after: int = 5) -> FastAPI:
     """A FastAPI app serving ``model``: a path ``inception infer`` accepts, or a loaded
     :class:`~inception.infer.Predictor`.
 
@@ -280,14 +285,18 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     the model's CPU threads; ``workers``: decoding threads (default: min(4, cores)).
     ``api_key``: require ``Authorization: Bearer KEY``. ``max_upload_mb``: the largest
     request body; ``max_images``: images per request; ``max_pixels``: the largest decoded
-    image; ``max_queue``: images waiting before new ones are refused (503). ``name``: the
+    image; ``max_queue``: images waiting before new ones are refused (503; each waits as a
+    float32 array, 1.07 MB at 299 px, so the default 256 bounds the queue near 275 MB);
+    ``unhealthy_after``: images in a row the model fails on (raises, or answers NaN/Inf) before
+    readiness turns 503 (the next success turns it back). ``name``: the
     model's name in the v2 URLs (default: the file name without suffixes). ``spin=False``:
     ONNX Runtime's pool threads sleep between calls instead of spin-waiting (see
     :class:`~inception.infer.OnnxPredictor`).
     """
     limits = [("max_batch (--max-batch)", max_batch, 1), ("max_images (--max-images)", max_images, 1),
               ("workers (--workers)", workers, 1), ("threads (--threads)", threads, 1),
-              ("max_wait_ms (--max-wait-ms)", max_wait_ms, 0), ("max_queue", max_queue, 1),
+              ("max_wait_ms (--max-wait-ms)", max_wait_ms, 0), ("max_queue (--max-queue)", max_queue, 1),
+              ("unhealthy_after (--unhealthy-after)", unhealthy_after, 1),
               ("max_pixels (--max-image-mp x 1e6)", max_pixels, 1)]
     for label, value, low in limits:
         if value is not None and value < low:
@@ -300,7 +309,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
         service = Service(predictor, name=name or default_name(predictor.path), max_batch=max_batch,
                           max_wait_ms=max_wait_ms, workers=workers or min(4, default_threads()),
                           max_upload_mb=max_upload_mb, max_images=max_images, max_pixels=max_pixels,
-                          max_queue=max_queue, api_key=api_key or None)
+                          max_queue=max_queue, api_key=api_key or None, unhealthy_after=unhealthy_after)
     except UserError:
         raise
     except Exception as e:
@@ -424,7 +433,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
 
     @app.get("/v2/health/ready", tags=["v2"], summary="Readiness: the model is loaded and running (no token needed)")
     async def ready():
-        ok = service.ready and service.batcher.running
+        ok = service.ready and service.batcher.running and service.batcher.healthy
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/v2", dependencies=protected, tags=["v2"], summary="Server metadata")
@@ -444,7 +453,7 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     @app.get("/v2/models/{name}/ready", dependencies=protected, tags=["v2"], summary="Model readiness")
     async def v2_model_ready(name: str):
         service.check_model(name)
-        ok = service.ready and service.batcher.running
+        ok = service.ready and service.batcher.running and service.batcher.healthy
         return JSONResponse({"name": service.name, "ready": ok}, status_code=200 if ok else 503)
 
     async def _infer(name: str, request: Request):

@@ -21,6 +21,10 @@ from .errors import ServeError
 from .metrics import Metrics
 
 
+def _stopping() -> ServeError:
+    return ServeError("not_ready", "the server is stopping; retry on another replica", headers={"Retry-After": "5"})
+
+
 @dataclass
 class Result:
     """One image's model output and how it got there."""
@@ -43,7 +47,7 @@ class Batcher:
     whatever else is waiting. ``start()`` and ``stop()`` run on the server's event loop."""
 
     def __init__(self, model: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 32, max_wait_ms: float = 5.0,
-                 max_queue: int = 4096, metrics: Metrics | None = None) -> None:
+                 max_queue: int = 256, metrics: Metrics | None = None, unhealthy_after: int = 5) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1 (got {max_batch})")
         if max_wait_ms < 0:
@@ -56,6 +60,8 @@ class Batcher:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="inception-model")
         self.calls = 0                        # model calls made
         self.pending = 0                      # images submitted and not answered yet
+        self.failures = 0                     # images in a row the model failed on (raised, or NaN/Inf)
+        self.unhealthy_after = int(unhealthy_after)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
 
@@ -90,10 +96,11 @@ class Batcher:
 
     async def submit(self, x: np.ndarray) -> Result:
         if not self.running:
-            raise ServeError("not_ready", "the model is not running (the server is starting or stopping); retry")
+            raise ServeError("not_ready", "the model is not running (the server is starting or stopping); retry",
+                             headers={"Retry-After": "5"})
         if self._queue.qsize() >= self.max_queue:
             raise ServeError("overloaded", f"{self._queue.qsize()} images are already waiting for the model; retry "
-                                           "later or send fewer at once")
+                                           "later or send fewer at once", headers={"Retry-After": "1"})
         item = _Item(x, asyncio.get_running_loop().create_future(), time.perf_counter())
         self._queue.put_nowait(item)
         self._set_depth()
@@ -110,44 +117,91 @@ class Batcher:
     async def _gather(self) -> list[_Item]:
         items = [await self._queue.get()]
         deadline = time.perf_counter() + self.max_wait
-        while len(items) < self.max_batch:
-            if not self._queue.empty():
-                items.append(self._queue.get_nowait())
-                continue
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            try:
-                items.append(await asyncio.wait_for(self._queue.get(), left))
-            except asyncio.TimeoutError:
-                break
+        try:
+            while len(items) < self.max_batch:
+                if not self._queue.empty():
+                    items.append(self._queue.get_nowait())
+                    continue
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+        except asyncio.CancelledError:     # taken off the queue: answered, not lost
+            self._answer_error(items, _stopping())
+            raise
         self._set_depth()
         return items
 
     async def _loop(self) -> None:
+        """Forever: gather a batch, run it, answer it. Nothing a model or a batch does ends this
+        task: every exception answers the images it concerns and the loop goes on; when the
+        task is cancelled (shutdown), the images still queued get ``not_ready``."""
+        items: list[_Item] = []
+        try:
+            while True:
+                items = []
+                items = [it for it in await self._gather() if not it.future.done()]   # done: its client left
+                if items:
+                    try:
+                        await self._run(items)
+                    except Exception as e:   # a bug here, not the model's: answer, never leave a request hanging
+                        self._answer_error(items, ServeError("model_error", f"the batch failed ({type(e).__name__}: "
+                                                                            f"{str(e).strip()[:200]})"))
+        finally:
+            error = _stopping()
+            self._answer_error(items, error)
+            while self._queue is not None and not self._queue.empty():
+                self._answer_error([self._queue.get_nowait()], error)
+
+    async def _run(self, items: list[_Item]) -> None:
+        """One model call for ``items``. If it fails, each image is run again on its own, so
+        only the requests whose image breaks the model get ``model_error``."""
         loop = asyncio.get_running_loop()
-        while True:
-            items = [it for it in await self._gather() if not it.future.done()]   # done: its client left
-            if not items:
-                continue
-            start = time.perf_counter()
-            try:
-                logits = await loop.run_in_executor(self.executor, self.model, np.stack([it.x for it in items]))
-            except Exception as e:   # a broken model: every waiting request gets the error, the server goes on
-                error = ServeError("model_error", f"the model call failed ({type(e).__name__}: "
-                                                  f"{str(e).strip()[:200]})")
+        start = time.perf_counter()
+        try:
+            logits = await loop.run_in_executor(self.executor, self.model, np.stack([it.x for it in items]))
+            logits = np.asarray(logits)
+            if logits.ndim != 2 or len(logits) != len(items):
+                raise ValueError(f"the model returned shape {logits.shape} for a batch of {len(items)}")
+        except Exception as e:
+            if len(items) > 1:
                 for it in items:
-                    if not it.future.done():
-                        it.future.set_exception(error)
-                continue
-            seconds = time.perf_counter() - start
-            self.calls += 1
+                    await self._run([it])
+                return
+            self._model_failed(items, ServeError("model_error", f"the model call failed ({type(e).__name__}: "
+                                                                f"{str(e).strip()[:200]})"))
+            return
+        seconds = time.perf_counter() - start
+        self.calls += 1
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(items))
+            self.metrics.model_seconds.observe(seconds)
+            self.metrics.images.inc(len(items))
+        for row, it in enumerate(items):
             if self.metrics is not None:
-                self.metrics.batch_size.observe(len(items))
-                self.metrics.model_seconds.observe(seconds)
-                self.metrics.images.inc(len(items))
-            for row, it in enumerate(items):
-                if self.metrics is not None:
-                    self.metrics.queue_seconds.observe(start - it.queued)
-                if not it.future.done():
-                    it.future.set_result(Result(logits[row], start - it.queued, seconds, len(items)))
+                self.metrics.queue_seconds.observe(start - it.queued)
+            if not np.isfinite(logits[row]).all():     # JSON cannot carry NaN/Inf, and they answer nothing
+                self._model_failed([it], ServeError("model_error", "the model returned NaN/Inf for this image"))
+                continue
+            self.failures = 0
+            if not it.future.done():
+                it.future.set_result(Result(logits[row], start - it.queued, seconds, len(items)))
+
+    def _model_failed(self, items: list[_Item], error: ServeError) -> None:
+        self.failures += len(items)
+        self._answer_error(items, error)
+
+    @staticmethod
+    def _answer_error(items: list[_Item], error: ServeError) -> None:
+        for it in items:
+            if not it.future.done():
+                it.future.set_exception(error)
+
+    @property
+    def healthy(self) -> bool:
+        """False after ``unhealthy_after`` images in a row failed in the model (readiness turns
+        503); the next image that succeeds makes it True again."""
+        return self.failures < self.unhealthy_after

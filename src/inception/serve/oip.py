@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,12 +66,20 @@ def _shape(value, what: str) -> list[int]:
 def parse_infer_request(body: bytes, *, input_name: str, image_size: int, max_images: int) -> InferRequest:
     """The request JSON, checked: one input of a datatype, shape and size the model takes."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise ServeError("bad_json", f"the body is not JSON ({str(e)[:120]}); send an inference request "
                                      '{"inputs": [{"name", "shape", "datatype", "data"}]}') from None
+    except RecursionError:
+        raise ServeError("bad_json", "the JSON is nested too deeply; an inference request needs at most "
+                                     f"{MAX_DEPTH} levels") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise ServeError("bad_json", f"the JSON is nested more than {MAX_DEPTH} levels deep; an inference request "
+                                     "needs 7 (data nested [N][3][S][S] inside inputs)")
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise ServeError("bad_json", 'the request must be a JSON object with an "inputs" list')
+    if doc.get("id") is not None and not isinstance(doc["id"], str):
+        raise ServeError("bad_json", f"the request's 'id' must be a string (got {type(doc['id']).__name__})")
     inputs = doc["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise _bad(f"send exactly one input (got {len(inputs)}): FP32 '{input_name}' [N,3,{image_size},{image_size}]"
@@ -94,11 +103,15 @@ def parse_infer_request(body: bytes, *, input_name: str, image_size: int, max_im
             raise ServeError("too_many_images", f"{shape[0]} images in one request; this server takes at most "
                                                 f"{max_images}")
         try:
-            array = np.asarray(data, dtype=np.float32)
-        except (ValueError, TypeError) as e:
+            with np.errstate(over="ignore", invalid="ignore"):
+                array = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError, OverflowError) as e:
             raise _bad(f"input '{input_name}' data must be numbers ({str(e)[:100]})") from None
-        if array.size != int(np.prod(shape)):
-            raise _bad(f"input '{input_name}' has {array.size} values but shape {shape} needs {int(np.prod(shape))}")
+        if array.dtype != np.float32 or array.size != math.prod(shape):
+            raise _bad(f"input '{input_name}' has {array.size} values but shape {shape} needs {math.prod(shape)}")
+        if not np.isfinite(array).all():
+            raise _bad(f"input '{input_name}' holds {int((~np.isfinite(array)).sum())} values that are not finite "
+                       "float32 numbers (beyond +-3.4e38, e.g. 1e39); send preprocessed pixels")
         return InferRequest(req_id, "FP32", tensor=array.reshape(shape), outputs=outputs)
     if datatype == "BYTES":
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or len(data) != shape[0]:
@@ -112,6 +125,29 @@ def parse_infer_request(body: bytes, *, input_name: str, image_size: int, max_im
         return InferRequest(req_id, "BYTES", images=[_b64(x, i) for i, x in enumerate(data)], outputs=outputs)
     raise _bad(f"datatype '{datatype}' is not taken: send FP32 (preprocessed [N,3,{image_size},{image_size}]) or "
                "BYTES (base64 encoded image files)")
+
+
+# The deepest an inference request goes: {inputs: [{data: [N][3][S][S]}]} is 7 levels.
+MAX_DEPTH = 8
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def _depth(value, limit: int = MAX_DEPTH + 1) -> int:
+    """How deep ``value`` nests lists and objects, counted up to ``limit`` (iteratively: a
+    hostile document cannot exhaust the stack here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            if d >= limit:
+                return d
+            items = v.values() if isinstance(v, dict) else v
+            stack.extend((x, d + 1) for x in items if isinstance(x, (list, dict)))
+    return deepest
 
 
 def _b64(item, index: int) -> bytes:
