@@ -394,6 +394,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_upload_mb=args.max_upload_mb, max_images=args.max_images,
                          max_pixels=int(args.max_megapixels * 1e6), name=args.name,
                          max_queue=args.max_queue, unhealthy_after=args.unhealthy_after,
+                         max_concurrency=args.max_concurrency, body_timeout_s=args.body_timeout_s,
+                         request_timeout_s=args.request_timeout_s, drain_timeout_s=args.drain_timeout_s,
+                         unready_s=args.unready_s,
                          access_log=args.access_log, http=args.http, loop=args.loop,
                          announce=lambda line: print(line, flush=True))
     print(f"stopped: answered {summary.answered} inference requests ({summary.images} images) in "
@@ -827,6 +830,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "the variable keeps the key out of the process list)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (413 above it)")
     p.add_argument("--max-images", type=int, default=64, help="most images in one request")
+    p.add_argument("--max-concurrency", type=int, default=32,
+                   help="inference requests in flight; past it a request gets 503 with Retry-After at once, its "
+                        "body unread (default 32)")
+    p.add_argument("--body-timeout-s", type=float, default=60.0,
+                   help="seconds a request body may take to arrive; slower clients get 408 (default 60)")
+    p.add_argument("--request-timeout-s", type=float, default=120.0,
+                   help="seconds a request may take in all; past it 504 and its images leave the queue (default 120)")
+    p.add_argument("--drain-timeout-s", type=float, default=30.0,
+                   help="on SIGTERM: seconds in-flight requests get to finish before the server exits (default 30)")
+    p.add_argument("--unready-s", type=float, default=2.0,
+                   help="on SIGTERM: seconds readiness answers 503 while new connections are still accepted, so that "
+                        "load balancers stop sending before the socket closes (default 2; Ctrl-C skips it)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="images waiting for the model before new requests get 503 with Retry-After (default 256: "
                         "about 275 MB of 299-px inputs)")

@@ -26,7 +26,8 @@ def test_real_server_concurrent_clients_and_sigterm_drain(served):
         load_predictor(served["onnx"]), served["folder"], topk=3, workers=0, progress=False).predictions}
     images = served["images"]
     # a long max wait keeps requests queued, so that SIGTERM finds some in flight
-    args = ["--max-batch", "16", "--max-wait-ms", "250", "--threads", "1", "--workers", "2", "--no-access-log"]
+    args = ["--max-batch", "16", "--max-wait-ms", "250", "--threads", "1", "--workers", "2", "--no-access-log",
+            "--unready-s", "1"]
     server = ServerProcess(served["onnx"], args=args)
     url = server.start()
     records, lock = [], threading.Lock()
@@ -63,6 +64,11 @@ def test_real_server_concurrent_clients_and_sigterm_drain(served):
             time.sleep(0.02)
         sigterm = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
+        # readiness turns first, while connections are still accepted (--unready-s 1)
+        time.sleep(0.2)
+        ready = httpx.get(url + "/v2/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json() == {"ready": False}
+        assert httpx.get(url + "/v2/health/live", timeout=5).status_code == 200
         for t in threads:
             t.join(timeout=120)
         stop.set()

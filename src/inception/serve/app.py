@@ -49,6 +49,7 @@ from .. import __version__
 from ..errors import UserError
 from ..infer import Predictor, default_threads, load_predictor, softmax
 from . import oip
+from .admission import Admission
 from .batcher import Batcher
 from .docs import render_docs
 from .errors import ServeError
@@ -271,13 +272,18 @@ ERRORS = {code: {"description": desc, "content": {"application/json": {"example"
 
 # Images waiting for the model, at most (TorchServe's job queue holds 100 requests).
 DEFAULT_MAX_QUEUE = 256
+# Requests in flight, at most: each holds at most --max-upload-mb of body and --max-images
+# preprocessed inputs (README "Serving": the worst case of memory).
+DEFAULT_MAX_CONCURRENCY = 32
 
 
 def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: str = "auto",
                threads: int | None = None, workers: int | None = None, max_batch: int = 32,
                max_wait_ms: float = 5.0, api_key: str | None = None, max_upload_mb: float = 20.0,
                max_images: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS, max_queue: int = DEFAULT_MAX_QUEUE,
-               name: str | None = None, spin: bool = True, unhealthy_after: int = 5) -> FastAPI:
+               name: str | None = None, spin: bool = True, unhealthy_after: int = 5,
+               max_concurrency: int = DEFAULT_MAX_CONCURRENCY, body_timeout_s: float = 60.0,
+               request_timeout_s: float = 120.0) -> FastAPI:
     """A FastAPI app serving ``model``: a path ``inception infer`` accepts, or a loaded
     :class:`~inception.infer.Predictor`.
 
@@ -288,7 +294,10 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
     image; ``max_queue``: images waiting before new ones are refused (503; each waits as a
     float32 array, 1.07 MB at 299 px, so the default 256 bounds the queue near 275 MB);
     ``unhealthy_after``: images in a row the model fails on (raises, or answers NaN/Inf) before
-    readiness turns 503 (the next success turns it back). ``name``: the
+    readiness turns 503 (the next success turns it back). ``max_concurrency``,
+    ``body_timeout_s``, ``request_timeout_s``: admission (see
+    :class:`~inception.serve.admission.Admission`): requests in flight before new ones get 503
+    unread, the time a body may take to arrive (408), the time a request may take (504). ``name``: the
     model's name in the v2 URLs (default: the file name without suffixes). ``spin=False``:
     ONNX Runtime's pool threads sleep between calls instead of spin-waiting (see
     :class:`~inception.infer.OnnxPredictor`).
@@ -297,6 +306,9 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
               ("workers (--workers)", workers, 1), ("threads (--threads)", threads, 1),
               ("max_wait_ms (--max-wait-ms)", max_wait_ms, 0), ("max_queue (--max-queue)", max_queue, 1),
               ("unhealthy_after (--unhealthy-after)", unhealthy_after, 1),
+              ("max_concurrency (--max-concurrency)", max_concurrency, 1),
+              ("body_timeout_s (--body-timeout-s)", body_timeout_s, 0.001),
+              ("request_timeout_s (--request-timeout-s)", request_timeout_s, 0.001),
               ("max_pixels (--max-image-mp x 1e6)", max_pixels, 1)]
     for label, value, low in limits:
         if value is not None and value < low:
@@ -370,6 +382,9 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
 
     # ------------------------------------------------------------------ metrics of every request
 
+    app.add_middleware(Admission, max_concurrency=max_concurrency, body_timeout_s=body_timeout_s,
+                       request_timeout_s=request_timeout_s, drain_bytes=2 * service.max_upload + 2**20,
+                       metrics=service.metrics)
     app.add_middleware(_Observe, service=service)
 
     # ------------------------------------------------------------------ pages

@@ -16,6 +16,7 @@ KINDS = {
     "not_found": 404,               # no such route
     "model_not_found": 404,         # v2: another model's name
     "method_not_allowed": 405,
+    "body_timeout": 408,            # the body did not arrive within --body-timeout-s (a slow or stalled client)
     "too_large": 413,               # body over --max-upload-mb
     "too_many_images": 413,         # more images in one request than the server takes
     "decompression_bomb": 413,      # an image whose pixel count is over the limit
@@ -26,7 +27,8 @@ KINDS = {
     "bad_topk": 422,
     "bad_tensor": 422,              # v2: wrong datatype, shape, size or input name
     "bad_request": 422,             # any other invalid parameter
-    "overloaded": 503,              # the queue is full
+    "overloaded": 503,              # --max-concurrency requests in flight, or --max-queue images waiting
+    "request_timeout": 504,         # not answered within --request-timeout-s; its images left the queue
     "not_ready": 503,               # starting or shutting down
     "model_error": 500,             # the model call failed (a bug or a broken model file)
 }

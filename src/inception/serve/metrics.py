@@ -33,6 +33,8 @@ class Metrics:
         self.latency = Histogram("inception_request_duration_seconds", "time from request to response, by endpoint",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("inception_requests_in_flight", "requests being handled now", registry=r)
+        self.client_left = Counter("inception_client_disconnects", "inference requests cancelled because the client "
+                                   "disconnected before the answer (their images left the queue)", registry=r)
         self.images = Counter("inception_images", "images run through the model", registry=r)
         self.batch_size = Histogram("inception_batch_size", "images per model call", buckets=BATCH_BUCKETS,
                                     registry=r)

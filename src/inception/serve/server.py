@@ -12,6 +12,7 @@ returns normally (exit status 0).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
@@ -100,14 +101,45 @@ def uvicorn_impls(http: str = "auto", loop: str = "auto") -> tuple[str, str]:
     return out[0], out[1]
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server with Kubernetes' shutdown order: on SIGTERM readiness turns 503 at
+    once while connections are still accepted (load balancers stop sending), ``unready_s``
+    later the socket closes, then the requests in flight get ``timeout_graceful_shutdown``
+    seconds to finish. Ctrl-C (SIGINT) and a second signal skip the wait."""
+
+    def __init__(self, config: uvicorn.Config, service, unready_s: float) -> None:
+        super().__init__(config)
+        self.service, self.unready_s = service, float(unready_s)
+        self._loop = None
+        self._unready_since: float | None = None
+
+    async def startup(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if sig == signal.SIGTERM and self._unready_since is None and self.unready_s > 0 and self._loop is not None \
+                and not self.should_exit:
+            self._unready_since = time.monotonic()
+            self.service.ready = False           # /v2/health/ready: 503 from now on
+            log.info("SIGTERM: not ready; closing the socket in %g s, then draining", self.unready_s)
+            self._loop.call_soon_threadsafe(self._loop.call_later, self.unready_s, super().handle_exit, sig, frame)
+            return
+        super().handle_exit(sig, frame)
+
+
 def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: bool = True,
                log_level: str = "info", http: str = "auto", loop: str = "auto",
-               announce: Callable[[str], None] | None = None, **app_options) -> ServeSummary:
+               announce: Callable[[str], None] | None = None, drain_timeout_s: float = 30.0,
+               unready_s: float = 2.0, **app_options) -> ServeSummary:
     """Serve ``model`` (see :func:`~inception.serve.app.create_app` for ``app_options``)
     until SIGTERM or Ctrl-C; ``announce(line)`` is called once the socket listens, with a
     line that names the URL. ``http`` / ``loop``: uvicorn's HTTP parser (h11, httptools) and
-    event loop (asyncio, uvloop); ``auto``: the fast ones when installed. Returns what was
-    served."""
+    event loop (asyncio, uvloop); ``auto``: the fast ones when installed. On SIGTERM readiness
+    turns 503 first, ``unready_s`` later new connections stop, then requests in flight get
+    ``drain_timeout_s`` seconds. Returns what was served."""
+    if drain_timeout_s <= 0 or unready_s < 0:
+        raise UserError(f"--drain-timeout-s must be > 0 and --unready-s >= 0 (got {drain_timeout_s}, {unready_s})")
     http, loop = uvicorn_impls(http, loop)
     if host not in LOOPBACK and not app_options.get("api_key"):
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model "
@@ -120,8 +152,9 @@ def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, access_log: 
             f"wait <= {1000 * service.batcher.max_wait:g} ms; {http}, {loop}) at {url}  (web page {url}/, API "
             f"{url}/docs)")
     (announce or log.info)(line)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log, http=http, loop=loop,
-                                           timeout_graceful_shutdown=None, lifespan="on"))
+    server = _DrainingServer(uvicorn.Config(app, log_level=log_level, access_log=access_log, http=http, loop=loop,
+                                            timeout_graceful_shutdown=drain_timeout_s, lifespan="on"),
+                             service, unready_s)
     torch_threads = torch.get_num_threads()
     if service.predictor.runtime == "onnxruntime":
         # the decode threads' tensor ops (to float, normalize) run one thread each, as in infer's

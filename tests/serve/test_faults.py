@@ -1,0 +1,214 @@
+"""A real `inception serve` process under overload, slow clients, shutdown mid-upload,
+`Connection: close` clients past the upload limit, and a fuzz of malformed bodies. Every test
+is bounded in time; the figures they measure are printed (`pytest -s`) for the README."""
+
+import asyncio
+import base64
+import io
+import json
+import signal
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+import zlib
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from inception.serve import ServerProcess
+
+from .conftest import png_header_only
+
+BASE = ["--threads", "1", "--workers", "2", "--no-access-log"]
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.fixture
+def server(served):
+    started = []
+
+    def start(*args):
+        s = ServerProcess(served["onnx"], args=[*BASE, *args])
+        started.append(s)
+        return s, s.start()
+    yield start
+    for s in started:
+        s.kill()
+
+
+def test_overload_answers_200_or_503_with_retry_after_and_bounded_memory(server, served):
+    proc, url = server("--max-concurrency", "16", "--max-queue", "64", "--max-batch", "16", "--max-wait-ms", "5")
+    images = [p.read_bytes() for p in served["images"]]
+    base_rss, peak = _rss_mb(proc.proc.pid), [0.0]
+
+    async def go():
+        sem = asyncio.Semaphore(200)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            async def one(i):
+                async with sem:
+                    r = await client.post("/v1/classify", content=images[i % len(images)],
+                                          headers={"content-type": "image/jpeg"})
+                    return r.status_code, r.headers.get("retry-after"), r.json()
+
+            async def watch():
+                while True:
+                    peak[0] = max(peak[0], _rss_mb(proc.proc.pid))
+                    await asyncio.sleep(0.05)
+            watcher = asyncio.create_task(watch())
+            start = time.monotonic()
+            out = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 120)
+            watcher.cancel()
+            return out, time.monotonic() - start
+    results, seconds = asyncio.run(go())
+    statuses = [s for s, _, _ in results]
+    assert len(results) == 1000                             # none lost, none hung past the client timeout
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    refused = [(r, doc) for s, r, doc in results if s == 503]
+    assert all(r is not None and int(r) >= 1 and doc["kind"] == "overloaded" for r, doc in refused)
+    assert statuses.count(200) > 0 and refused, "200 clients against 16 slots must see both"
+    growth = peak[0] - base_rss
+    print(f"\noverload: 1000 requests, 200 clients, --max-concurrency 16 --max-queue 64: {statuses.count(200)} "
+          f"answered 200, {len(refused)} refused 503 with Retry-After, in {seconds:.1f} s; server RSS "
+          f"{base_rss:.0f} MB -> peak {peak[0]:.0f} MB (+{growth:.0f} MB)")
+    assert growth < 1024
+    assert proc.stop(timeout=60) == 0
+
+
+def _slow_socket(url: str, length: int = 100_000) -> socket.socket:
+    u = urlsplit(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    s.sendall(f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {length}"
+              "\r\n\r\n".encode() + b"\xff\xd8")
+    return s
+
+
+def test_slowloris_does_not_hold_up_others_and_gets_408(server, served):
+    proc, url = server("--body-timeout-s", "3")
+    slow = [_slow_socket(url) for _ in range(30)]
+    good = served["images"][0].read_bytes()
+    times = []
+    for _ in range(5):
+        start = time.monotonic()
+        r = httpx.post(url + "/v1/classify", content=good, headers={"content-type": "image/jpeg"}, timeout=30)
+        times.append(time.monotonic() - start)
+        assert r.status_code == 200
+    assert max(times) < 2.0, times
+    answers = []
+    for s in slow:                                 # each stalled upload is answered 408 once its deadline passed
+        s.settimeout(10)
+        answers.append(s.recv(4096).split(b"\r\n", 1)[0])
+        s.close()
+    print(f"\nslowloris: 30 stalled uploads; a normal request took {1000 * max(times):.0f} ms at most; "
+          f"each stalled one got {answers[0].decode()} after --body-timeout-s 3")
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), set(answers)
+    assert proc.stop(timeout=60) == 0
+
+
+def test_sigterm_with_a_slow_uploader_exits_within_the_drain_timeout(server):
+    proc, url = server("--drain-timeout-s", "3", "--unready-s", "0.5", "--body-timeout-s", "600")
+    slow = _slow_socket(url)
+    time.sleep(0.2)
+    start = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=30)
+    took = time.monotonic() - start
+    slow.close()
+    print(f"\nshutdown: SIGTERM with an upload stalled mid-body exited {code} in {took:.1f} s "
+          "(--unready-s 0.5, --drain-timeout-s 3)")
+    assert code == 0 and took < 0.5 + 3 + 5
+
+
+def test_early_413_reaches_a_connection_close_client(server, served):
+    proc, url = server("--max-upload-mb", "1")
+    body = served["images"][0].read_bytes() + b"\0" * (3 * 2**20)       # 3 MB against a 1 MB limit
+    request = urllib.request.Request(url + "/v1/classify", data=body, headers={"Content-Type": "image/jpeg"},
+                                     method="POST")                   # urllib sends Connection: close
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request, timeout=30)
+    assert e.value.code == 413 and json.loads(e.value.read())["kind"] == "too_large"
+    assert proc.stop(timeout=60) == 0
+
+
+def _image_bytes(fmt: str) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _malformed() -> list[tuple[str, dict]]:
+    """(label, request kwargs): truncated and corrupted images of each format, EPS, huge
+    headers, and malformed OIP JSON."""
+    rng = np.random.default_rng(1)
+    cases = []
+    for fmt in ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"):
+        data = _image_bytes(fmt)
+        for cut in (1, 8, 32, 100, len(data) // 4, len(data) // 3, len(data) // 2, len(data) - 1):
+            cases.append((f"{fmt} cut at {cut}", {"content": data[:cut]}))
+        for k in range(16):
+            bad = bytearray(data)
+            for i in rng.integers(0, len(bad), 8 + 4 * k):
+                bad[i] = int(rng.integers(0, 256))
+            cases.append((f"{fmt} corrupted {k}", {"content": bytes(bad)}))
+    cases.append(("EPS", {"content": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9 9\nshowpage\n"}))
+    for w, h in ((100_000, 100_000), (6000, 5000), (1, 2**31 - 1)):
+        cases.append((f"PNG header {w}x{h}", {"content": png_header_only(w, h)}))
+    ihdr = struct.pack(">IIBBBBB", 2**31 - 1, 2**31 - 1, 16, 6, 0, 0, 0)      # 16-bit RGBA, 2^62 pixels claimed
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    cases.append(("PNG header 2^31-1 squared, 16-bit", {"content": b"\x89PNG\r\n\x1a\n" + chunk}))
+    pixels = [0.0] * 3 * 32 * 32
+    v2 = [
+        '{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [NaN]}]}',
+        '{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [Infinity]}]}',
+        json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
+                                "data": [1e39] + pixels[1:]}]}),
+        '{"inputs": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        '{"inputs": [' + '{"a": ' * 5000 + "1" + "}" * 5000 + "]}",
+        json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32], "datatype": "FP32", "data": pixels}]}),
+        json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP64", "data": pixels}]}),
+        json.dumps({"inputs": [{"name": "input", "shape": [-1, 3, 32, 32], "datatype": "FP32", "data": pixels}]}),
+        json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": "x"}]}),
+        json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                "data": [base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n").decode()]}]}),
+        json.dumps({"inputs": "nope"}), "null", "[]", '"text"', "{", '{"inputs": [}', "\xff\xfe",
+    ]
+    for i, text in enumerate(v2):
+        cases.append((f"v2 #{i}", {"content": text.encode("utf-8", "surrogateescape") if isinstance(text, str)
+                                   else text, "v2": True}))
+    for k in range(60 - len(v2)):            # random JSON-ish bytes
+        cases.append((f"v2 random {k}", {"content": bytes(rng.integers(32, 127, 200, dtype=np.uint8)), "v2": True}))
+    return cases
+
+
+def test_fuzz_never_gives_a_500_nor_kills_the_server(server, served):
+    proc, url = server()
+    cases = _malformed()
+    assert len(cases) >= 200
+    statuses = {}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for label, kwargs in cases:
+            v2 = kwargs.pop("v2", False)
+            r = client.post("/v2/models/model/infer" if v2 else "/v1/classify", content=kwargs["content"],
+                            headers={"content-type": "application/json" if v2 else "image/jpeg"})
+            assert r.status_code < 500, (label, r.status_code, r.text)
+            body = r.json()
+            assert r.status_code == 200 or (isinstance(body["error"], str) and "\n" not in body["error"]), label
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        good = client.post("/v1/classify", content=served["images"][0].read_bytes(),
+                           headers={"content-type": "image/jpeg"})
+        assert good.status_code == 200
+    print(f"\nfuzz: {len(cases)} malformed bodies, statuses {dict(sorted(statuses.items()))}; the server went on")
+    assert proc.stop(timeout=60) == 0
