@@ -488,6 +488,17 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
             raise
         raise UserError(f"inception bench serve needs the '{e.name}' package; install the serving extra: "
                         "pip install 'inception[serve]'") from None
+    if args.overload:
+        from .bench.serve import bench_overload, format_overload
+        result = bench_overload(args.model, images=args.images, num_images=min(args.num_images, 64),
+                                requests=args.requests, clients=args.clients, threads=args.threads,
+                                workers=args.workers, max_batch=args.max_batch, runtime=args.runtime,
+                                device=args.device, image_size=args.image_size, num_classes=args.num_classes,
+                                serve_args=shlex.split(args.serve_args))
+        print(format_overload(result))
+        if args.json:
+            _write_json(args.json, result.to_dict())
+        return 1 if result.lost or result.retry_after_missing else 0
     bench = bench_serve(args.model, images=args.images, num_images=args.num_images, concurrency=args.concurrency,
                         duration=args.duration, warmup=args.warmup, max_batch=args.max_batch,
                         max_wait_ms=args.max_wait_ms, threads=args.threads, workers=args.workers,
@@ -1011,6 +1022,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--serve-args", default="", metavar="'ARGS'",
                    help="more `inception serve` options for both servers, e.g. --serve-args='--no-spin'")
     b.add_argument("--infer-passes", type=int, default=3, help="timed infer passes (the median is reported)")
+    b.add_argument("--overload", action="store_true",
+                   help="instead of the load table: one burst of --requests from --clients at once against a server "
+                        "with --serve-args (e.g. --serve-args='--max-concurrency 16 --max-queue 64'): what the "
+                        "clients got (200, 503 with Retry-After, ...), latency, and the server's memory; exit 1 if a "
+                        "request got no HTTP answer or a 503 lacked Retry-After")
+    b.add_argument("--requests", type=int, default=1000, help="--overload: requests in the burst")
+    b.add_argument("--clients", type=int, default=200, help="--overload: concurrent clients")
     b.add_argument("--image-size", type=int, default=None, help="input side of a named model (default: its own)")
     b.add_argument("--num-classes", type=int, default=1000, help="classifier outputs of a named model")
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")

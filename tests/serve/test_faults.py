@@ -2,7 +2,6 @@
 `Connection: close` clients past the upload limit, and a fuzz of malformed bodies. Every test
 is bounded in time; the figures they measure are printed (`pytest -s`) for the README."""
 
-import asyncio
 import base64
 import io
 import json
@@ -20,19 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inception.bench.serve import format_overload, overload
+from inception.cli import main
 from inception.serve import ServerProcess
 
 from .conftest import png_header_only
 
 BASE = ["--threads", "1", "--workers", "2", "--no-access-log"]
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @pytest.fixture
@@ -50,41 +43,28 @@ def server(served):
 
 def test_overload_answers_200_or_503_with_retry_after_and_bounded_memory(server, served):
     proc, url = server("--max-concurrency", "16", "--max-queue", "64", "--max-batch", "16", "--max-wait-ms", "5")
-    images = [p.read_bytes() for p in served["images"]]
-    base_rss, peak = _rss_mb(proc.proc.pid), [0.0]
-
-    async def go():
-        sem = asyncio.Semaphore(200)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-            async def one(i):
-                async with sem:
-                    r = await client.post("/v1/classify", content=images[i % len(images)],
-                                          headers={"content-type": "image/jpeg"})
-                    return r.status_code, r.headers.get("retry-after"), r.json()
-
-            async def watch():
-                while True:
-                    peak[0] = max(peak[0], _rss_mb(proc.proc.pid))
-                    await asyncio.sleep(0.05)
-            watcher = asyncio.create_task(watch())
-            start = time.monotonic()
-            out = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 120)
-            watcher.cancel()
-            return out, time.monotonic() - start
-    results, seconds = asyncio.run(go())
-    statuses = [s for s, _, _ in results]
-    assert len(results) == 1000                             # none lost, none hung past the client timeout
-    assert set(statuses) <= {200, 503}, sorted(set(statuses))
-    refused = [(r, doc) for s, r, doc in results if s == 503]
-    assert all(r is not None and int(r) >= 1 and doc["kind"] == "overloaded" for r, doc in refused)
-    assert statuses.count(200) > 0 and refused, "200 clients against 16 slots must see both"
-    growth = peak[0] - base_rss
-    print(f"\noverload: 1000 requests, 200 clients, --max-concurrency 16 --max-queue 64: {statuses.count(200)} "
-          f"answered 200, {len(refused)} refused 503 with Retry-After, in {seconds:.1f} s; server RSS "
-          f"{base_rss:.0f} MB -> peak {peak[0]:.0f} MB (+{growth:.0f} MB)")
-    assert growth < 1024
+    bodies = [(p.name, p.read_bytes()) for p in served["images"]]
+    r = overload(url, bodies, requests=1000, clients=200, pid=proc.proc.pid, timeout=60)
+    print("\n" + format_overload(r))
+    assert sum(r.statuses.values()) == 1000 and r.lost == 0        # none lost, none hung past the client timeout
+    assert set(r.statuses) <= {"200", "503"}, r.statuses
+    assert r.statuses.get("200") and r.statuses.get("503"), "200 clients against 16 slots must see both"
+    assert r.retry_after_missing == 0
+    assert r.rss_peak_mb - r.rss_start_mb < 1024
     assert proc.stop(timeout=60) == 0
+
+
+def test_cli_bench_serve_overload(served, capsys, tmp_path):
+    out = tmp_path / "overload.json"
+    rc = main(["bench", "serve", "--overload", "--model", str(served["onnx"]), "--images", str(served["folder"]),
+               "--requests", "120", "--clients", "40", "--threads", "1", "--workers", "1",
+               "--serve-args", "--max-concurrency 4 --max-queue 8", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "overload: 120 requests from 40 clients at once, serve --max-concurrency 4 --max-queue 8" in text
+    assert "lost (no HTTP answer): 0; 503 without Retry-After: 0" in text
+    data = json.loads(out.read_text())
+    assert sum(data["statuses"].values()) == 120 and data["statuses"].get("503", 0) > 0 and data["lost"] == 0
 
 
 def _slow_socket(url: str, length: int = 100_000) -> socket.socket:

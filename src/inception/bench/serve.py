@@ -396,6 +396,130 @@ def bench_serve(model: str | Path, *, images: str | Path | None = None, num_imag
     return bench
 
 
+@dataclass
+class OverloadResult:
+    """``inception bench serve --overload``: a burst far past the server's limits."""
+
+    requests: int
+    clients: int
+    serve_args: list[str]
+    statuses: dict[str, int]            # status (or transport error) -> count
+    retry_after_missing: int            # 503s without a Retry-After header
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    rss_start_mb: float | None          # the server's resident memory (Linux), before and at its peak
+    rss_peak_mb: float | None
+
+    @property
+    def lost(self) -> int:
+        """Requests with no HTTP answer (timed out, reset): a server that holds should have none."""
+        return sum(n for k, n in self.statuses.items() if not k.isdigit())
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "lost": self.lost}
+
+
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory in MB (Linux ``/proc``), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def _burst(url: str, bodies: list[tuple[str, bytes]], requests: int, clients: int, pid: int | None,
+                 timeout: float) -> tuple[list[tuple[str, float, bool]], float, float | None]:
+    """``requests`` POSTs from ``clients`` concurrent connections: (status, ms, Retry-After
+    present) of each, the wall time, the server's peak RSS."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    gate, peak = asyncio.Semaphore(clients), [rss_mb(pid) if pid else None]
+
+    async def watch() -> None:
+        while True:
+            now = rss_mb(pid)
+            if now is not None:
+                peak[0] = max(peak[0] or 0.0, now)
+            await asyncio.sleep(0.05)
+
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        async def one(i: int) -> tuple[str, float, bool]:
+            async with gate:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/classify?topk=1", content=bodies[i % len(bodies)][1],
+                                          headers={"content-type": "application/octet-stream"})
+                    status, retry = str(r.status_code), "retry-after" in r.headers
+                except httpx.HTTPError as e:
+                    status, retry = type(e).__name__, False
+                return status, 1000 * (time.perf_counter() - t0), retry
+        watcher = asyncio.create_task(watch()) if pid else None
+        begin = time.perf_counter()
+        out = await asyncio.gather(*(one(i) for i in range(requests)))
+        seconds = time.perf_counter() - begin
+        if watcher is not None:
+            watcher.cancel()
+    return out, seconds, peak[0]
+
+
+def overload(url: str, bodies: list[tuple[str, bytes]], *, requests: int = 1000, clients: int = 200,
+             pid: int | None = None, serve_args: Sequence[str] = (), timeout: float = 120.0) -> OverloadResult:
+    """Send ``requests`` images from ``clients`` concurrent clients to a running server
+    (``pid``: its process, for its memory) and count what came back."""
+    start_rss = rss_mb(pid) if pid else None
+    records, seconds, peak = asyncio.run(_burst(url, bodies, requests, clients, pid, timeout))
+    statuses: dict[str, int] = {}
+    for status, _, _ in records:
+        statuses[status] = statuses.get(status, 0) + 1
+    lat = [ms for _, ms, _ in records]
+    return OverloadResult(requests=requests, clients=clients, serve_args=list(serve_args), statuses=statuses,
+                          retry_after_missing=sum(1 for st, _, retry in records if st == "503" and not retry),
+                          seconds=seconds, p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99), max_ms=max(lat),
+                          rss_start_mb=start_rss, rss_peak_mb=peak)
+
+
+def bench_overload(model: str | Path, *, images: str | Path | None = None, num_images: int = 64,
+                   requests: int = 1000, clients: int = 200, threads: int | None = None, workers: int | None = None,
+                   max_batch: int = 32, runtime: str = "auto", device: str = "cpu", image_size: int | None = None,
+                   num_classes: int = 1000, serve_args: Sequence[str] = ()) -> OverloadResult:
+    """Start ``inception serve`` with ``serve_args`` (the settings under test, e.g.
+    ``--max-concurrency 16 --max-queue 64``) and send it a burst of ``requests`` from
+    ``clients`` at once: what each client got, how long, and the server's memory."""
+    if requests < 1 or clients < 1:
+        raise UserError(f"--requests and --clients must be >= 1 (got {requests}, {clients})")
+    threads = threads or default_threads()
+    workers = workers or min(4, default_threads())
+    with tempfile.TemporaryDirectory(prefix="inception-bench-overload-") as tmp:
+        work = Path(tmp)
+        model_path = _model_file(str(model), work, image_size, num_classes, runtime)
+        files, _ = collect_images(images, num_images, work)
+        bodies = [(f.name, f.read_bytes()) for f in files]
+        args = ["--max-batch", str(max_batch), "--threads", str(threads), "--workers", str(workers), "--runtime",
+                runtime, "--device", device, "--no-access-log", *serve_args]
+        with ServerProcess(model_path, args=args) as server:
+            return overload(server.url, bodies, requests=requests, clients=clients, pid=server.proc.pid,
+                            serve_args=serve_args)
+
+
+def format_overload(r: OverloadResult) -> str:
+    rows = [["answer", "requests", "share"]]
+    for status, n in sorted(r.statuses.items()):
+        rows.append([status, str(n), f"{100 * n / r.requests:.1f}%"])
+    rss = (f"; server memory {r.rss_start_mb:.0f} MB -> peak {r.rss_peak_mb:.0f} MB "
+           f"(+{r.rss_peak_mb - r.rss_start_mb:.0f} MB)" if r.rss_start_mb is not None and r.rss_peak_mb else "")
+    settings = " ".join(r.serve_args) or "(defaults)"
+    lines = [f"overload: {r.requests} requests from {r.clients} clients at once, serve {settings}",
+             align_table(rows),
+             f"in {r.seconds:.1f} s; latency p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms{rss}",
+             f"lost (no HTTP answer): {r.lost}; 503 without Retry-After: {r.retry_after_missing}"]
+    return "\n".join(lines)
+
+
 def format_serve(bench: ServeBench) -> str:
     """The load table, where the time goes, and the ratios."""
     extra = f", serve options {' '.join(bench.serve_args)}" if bench.serve_args else ""
