@@ -78,7 +78,7 @@ def _spawn(args, **env):
 def _wait_for(path: Path, proc, timeout=120):
     deadline = time.time() + timeout
     while not path.exists():
-        assert proc.poll() is None, f"training ended before {path.name} appeared: {proc.communicate()[1][-2000:]}"
+        assert proc.poll() is None, f"training ended before {path.name} appeared: {(proc.communicate()[1] or '')[-2000:]}"
         assert time.time() < deadline, f"{path} did not appear"
         time.sleep(0.02)
 
@@ -419,3 +419,80 @@ def test_gpu_decode_trains_exactly_like_the_worker_decode(data, tmp_path):
     with pytest.raises(UserError, match="data.gpu_decode needs the fast pipeline"):
         train(_tiny_cfg(data, tmp_path / "c", **{"data.gpu_decode": True, "data.pipeline": "torchvision"}),
               progress=False)
+
+
+def _node(out_args, port: int, node: int, nnodes: int, nproc: int, max_restarts: int = 0,
+          log: Path | None = None) -> subprocess.Popen:
+    """One torchrun "node" of a c10d rendezvous on 127.0.0.1 (node 0 hosts the store); its
+    output goes to ``log`` (a file: a pipe nobody reads would fill and stall the node)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc-per-node={nproc}",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=inception-test",
+           f"--rdzv-conf=is_host={int(node == 0)}", f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
+           "-m", "inception", *out_args]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    sink = open(log or os.devnull, "w")
+    return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-3000:] if path.is_file() else ""
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one_node_with_two_processes(data, tmp_path):
+    """Two torchrun "nodes" (`--nnodes 2 --nproc-per-node 1`, c10d rendezvous on 127.0.0.1)
+    train exactly as one node with 2 processes."""
+    extra = ("--set", "data.workers=0", "--set", "train.epochs=2")
+    one = _node(_args(data, tmp_path / "one", *extra), _free_port(), 0, nnodes=1, nproc=2, log=tmp_path / "one.log")
+    assert one.wait(timeout=400) == 0, _tail(tmp_path / "one.log")
+    port = _free_port()
+    nodes = [_node(_args(data, tmp_path / "two", *extra), port, k, nnodes=2, nproc=1, log=tmp_path / f"node{k}.log")
+             for k in range(2)]
+    for k, n in enumerate(nodes):
+        assert n.wait(timeout=400) == 0, _tail(tmp_path / f"node{k}.log")
+    a, sa = _weights(tmp_path / "one")
+    b, sb = _weights(tmp_path / "two")
+    assert sa["global_step"] == sb["global_step"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
+    assert "x2" in (tmp_path / "two" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_nodes_survive_a_killed_process(data, tmp_path):
+    """`--max-restarts` on two nodes: a rank killed mid-epoch makes both nodes restart their
+    processes; they resume from the newest checkpoint and finish with every step done."""
+    out = tmp_path / "run"
+    args = _args(data, out, "--set", "train.batch_size=4", "--set", "data.workers=0", "--set", "train.epochs=20")
+    port = _free_port()
+    nodes = [_node(args, port, k, nnodes=2, nproc=1, max_restarts=2, log=tmp_path / f"node{k}.log")
+             for k in range(2)]
+    try:
+        _wait_for(out / "checkpoints" / "step_00000010.pt.sha256", nodes[0], timeout=300)
+        pid = _rank_pid(out, 1)
+        assert pid, "rank 1 not found"
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        log = out / "train.log"
+        while "resumed from" not in log.read_text():
+            assert time.monotonic() - killed < 300, ("no resume within 300 s", _tail(tmp_path / "node0.log"),
+                                                     _tail(tmp_path / "node1.log"))
+            time.sleep(0.1)
+        restart = time.monotonic() - killed
+        for k, n in enumerate(nodes):
+            assert n.wait(timeout=400) == 0, _tail(tmp_path / f"node{k}.log")
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+    final = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert final["epoch"] == 20 and final["global_step"] == 20 * STEPS_PER_EPOCH
+    print(f"\ntwo nodes: rank 1 SIGKILLed after step 10; both nodes restarted and the run resumed {restart:.1f} s "
+          "later; it finished all 60 steps")

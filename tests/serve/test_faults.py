@@ -44,7 +44,8 @@ def server(served):
 def test_overload_answers_200_or_503_with_retry_after_and_bounded_memory(server, served):
     proc, url = server("--max-concurrency", "16", "--max-queue", "64", "--max-batch", "16", "--max-wait-ms", "5")
     bodies = [(p.name, p.read_bytes()) for p in served["images"]]
-    r = overload(url, bodies, requests=1000, clients=200, pid=proc.proc.pid, timeout=60)
+    r = overload(url, bodies, requests=1000, clients=200, pid=proc.proc.pid, timeout=60,
+                 serve_args=["--max-concurrency", "16", "--max-queue", "64"])
     print("\n" + format_overload(r))
     assert sum(r.statuses.values()) == 1000 and r.lost == 0        # none lost, none hung past the client timeout
     assert set(r.statuses) <= {"200", "503"}, r.statuses
