@@ -78,7 +78,8 @@ def _spawn(args, **env):
 def _wait_for(path: Path, proc, timeout=120):
     deadline = time.time() + timeout
     while not path.exists():
-        assert proc.poll() is None, f"training ended before {path.name} appeared: {(proc.communicate()[1] or '')[-2000:]}"
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before {path.name} appeared: {(proc.communicate()[1] or '')[-2000:]}")
         assert time.time() < deadline, f"{path} did not appear"
         time.sleep(0.02)
 
