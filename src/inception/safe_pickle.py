@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["NUMPY_GLOBALS", "UnsafePickleError", "load_numpy_pickle"]
+__all__ = ["NUMPY_GLOBALS", "MalformedPickleError", "UnsafePickleError", "load_numpy_pickle"]
 
 # What a pickle of numeric numpy arrays needs, in numpy 1.x and 2.x spellings, for protocols 0-5
 # (`_frombuffer` is protocol 5's out-of-band-capable form; `_codecs.encode` is how Python 3
@@ -45,6 +45,10 @@ _SLACK_BYTES = 1 << 20
 
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle that asks for something a numeric-array pickle never needs."""
+
+
+class MalformedPickleError(pickle.UnpicklingError):
+    """Bytes that are no valid pickle: unknown opcodes, or lengths beyond the data."""
 
 
 def _checked_dtype(dt) -> np.dtype:
@@ -146,13 +150,15 @@ def _plain(obj, depth: int = 0):
 def load_numpy_pickle(data: bytes, *, extra_globals=(), encoding: str = "bytes"):
     """Unpickle ``data`` allowing only :data:`NUMPY_GLOBALS` plus ``extra_globals``
     (``(module, name)`` pairs), numeric dtypes, and arrays whose declared bytes fit in ``data``.
-    Raises :class:`UnsafePickleError` for a refused pickle, and ``pickle.UnpicklingError``,
+    Raises :class:`UnsafePickleError` for a refused pickle, :class:`MalformedPickleError` for
+    bytes that are no pickle (a length beyond the data, before anything is allocated), and
+    ``pickle.UnpicklingError``,
     ``EOFError``, ``ValueError`` and the like for a broken one."""
     try:   # every declared length checked against the bytes there, before anything is allocated
         for _ in pickletools.genops(data):
             pass
     except ValueError as e:
-        raise UnsafePickleError(f"a malformed pickle ({e})") from None
+        raise MalformedPickleError(f"a malformed pickle ({e})") from None
     allowed = NUMPY_GLOBALS | frozenset(extra_globals)
     budget = _Budget(len(data) + _SLACK_BYTES)
     try:

@@ -127,10 +127,12 @@ def test_pickle_with_code_is_refused(tmp_path):
 
 @pytest.mark.parametrize("payload,expected", [
     # numpy.f2py.__main__ runs f2py's command line on import: the old prefix rule let it through
-    (b"\x80\x02cnumpy.f2py.__main__\n_reconstruct\n)R.", "the global numpy.f2py.__main__._reconstruct"),
+    (b"\x80\x02cnumpy.f2py.__main__\n_reconstruct\n)R.", "refused, for safety: it holds the global "
+     "numpy.f2py.__main__._reconstruct"),
     (pickle.dumps({b"data": np.array([object()] * 2, dtype=object), b"labels": [0, 1]}, protocol=2),
-     "object dtype"),
-    (b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.", "malformed pickle"),
+     "refused, for safety: it holds an array of Python objects (object dtype)"),
+    (b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.", "is not a valid CIFAR python pickle "
+     "(MalformedPickleError: a malformed pickle"),
 ])
 def test_hostile_batches_are_refused_in_one_line(tmp_path, payload, expected):
     import subprocess
@@ -142,7 +144,7 @@ def test_hostile_batches_are_refused_in_one_line(tmp_path, payload, expected):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "Unknown option" not in out.stdout + out.stderr and "Traceback" not in out.stderr
-    assert "data_batch_1' is refused, for safety" in out.stderr and expected in out.stderr
+    assert "data_batch_1' is" in out.stderr and expected in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 

@@ -220,7 +220,7 @@ def test_hostile_pdparams_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="for safety: it asks for an array of Python objects"):
         V.read_pdparams(path)
     path.write_bytes(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.")   # 1 TiB declared, 3 B there
-    with pytest.raises(CheckpointError, match="for safety: it asks for a malformed pickle"):
+    with pytest.raises(CheckpointError, match="not a readable .pdparams pickle .MalformedPickleError: a malformed"):
         V.read_pdparams(path)
 
 

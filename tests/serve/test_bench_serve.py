@@ -66,7 +66,7 @@ def test_measure_counts_answers_errors_and_wrong_answers(served):
         # requests the server refuses are errors, by status, and classify no image
         junk = measure(url, [("junk.jpg", b"not an image")], mode="dynamic", max_batch=4, concurrency=2,
                        duration=0.3, warmup=0)
-        assert junk.errors == junk.requests > 0 and set(junk.error_kinds) == {"422"} and junk.img_per_s == 0
+        assert junk.errors == junk.requests > 0 and set(junk.error_kinds) == {"415"} and junk.img_per_s == 0
 
 
 def test_bench_serve_dynamic_vs_max_batch_1_vs_infer(served):
