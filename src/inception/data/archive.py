@@ -25,7 +25,6 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import UserError
 from .decode import EncodedDataset
@@ -139,11 +138,8 @@ def _read_archive(path: str, mtime: float) -> ArchiveContent:
 
 
 def _decode(data: bytes, name: str) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"cannot read image '{name}' ({e}); replace or delete it") from None
+    """Under :func:`~inception.data.folder.load_image`'s rules (formats, size limit)."""
+    return np.asarray(load_image(io.BytesIO(data), name=name))
 
 
 def _stack(arrays: list[np.ndarray], where: str) -> torch.Tensor:
