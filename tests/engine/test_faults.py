@@ -430,13 +430,29 @@ def _node(out_args, port: int, node: int, nnodes: int, nproc: int, max_restarts:
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=inception-test",
            f"--rdzv-conf=is_host={int(node == 0)}", f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
            "-m", "inception", *out_args]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    # the agents log at INFO; every process dumps its Python stacks on SIGABRT (see _stacks)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "LOGLEVEL": "INFO",
+           "PYTHONFAULTHANDLER": "1"}
     sink = open(log or os.devnull, "w")
     return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _tail(path: Path) -> str:
-    return path.read_text()[-3000:] if path.is_file() else ""
+def _tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text()[-chars:] if path.is_file() else ""
+
+
+def _stacks(out: Path, logs: list[Path], why: str) -> None:
+    """Fail with where every process of the run (agents and workers) is: each gets SIGABRT,
+    which makes it print its Python stacks (PYTHONFAULTHANDLER) into its node's log; the
+    logs go into the failure message whole, not cut by pytest's assertion repr."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(out).encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGABRT)
+        except OSError:
+            continue
+    time.sleep(2)
+    pytest.fail(why + "".join(f"\n===== {log.name} =====\n{_tail(log, 20000)}" for log in logs), pytrace=False)
 
 
 def _free_port() -> int:
@@ -483,12 +499,17 @@ def test_two_nodes_survive_a_killed_process(data, tmp_path):
         killed = time.monotonic()
         log = out / "train.log"
         while "resumed from" not in log.read_text():
-            assert time.monotonic() - killed < 300, ("no resume within 300 s", _tail(tmp_path / "node0.log"),
-                                                     _tail(tmp_path / "node1.log"))
+            if time.monotonic() - killed > 300:
+                _stacks(out, [tmp_path / "node0.log", tmp_path / "node1.log"],
+                        f"no resume within 300 s of killing rank 1 (pid {pid})")
             time.sleep(0.1)
         restart = time.monotonic() - killed
         for k, n in enumerate(nodes):
-            assert n.wait(timeout=400) == 0, _tail(tmp_path / f"node{k}.log")
+            try:
+                code = n.wait(timeout=400)
+            except subprocess.TimeoutExpired:
+                _stacks(out, [tmp_path / "node0.log", tmp_path / "node1.log"], f"node {k} still running 400 s on")
+            assert code == 0, _tail(tmp_path / f"node{k}.log")
     finally:
         for n in nodes:
             if n.poll() is None:
