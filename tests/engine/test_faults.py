@@ -499,6 +499,9 @@ def test_two_nodes_survive_a_killed_process(data, tmp_path):
         killed = time.monotonic()
         log = out / "train.log"
         while "resumed from" not in log.read_text():
+            if any(n.poll() is not None for n in nodes):
+                _stacks(out, [tmp_path / "node0.log", tmp_path / "node1.log"],
+                        f"a node exited ({[n.poll() for n in nodes]}) before the run resumed")
             if time.monotonic() - killed > 300:
                 _stacks(out, [tmp_path / "node0.log", tmp_path / "node1.log"],
                         f"no resume within 300 s of killing rank 1 (pid {pid})")
