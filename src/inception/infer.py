@@ -331,12 +331,19 @@ def preprocess_transform(metadata: dict):
                           crop_pct=float(metadata.get("crop_pct", 0.875)))
 
 
+def decode_side(metadata: dict) -> int:
+    """The short side :func:`preprocess_transform` resizes to: ``load_image(..., min_side=)``
+    may decode a large JPEG at reduced size down to it (infer and serve both do)."""
+    return int(int(metadata.get("image_size") or 224) / float(metadata.get("crop_pct", 0.875)))
+
+
 class _ImageFiles(Dataset):
     """Decodes and preprocesses one file; a file that fails gives its error instead."""
 
-    def __init__(self, samples: list[tuple[str, int | None]], transform) -> None:
+    def __init__(self, samples: list[tuple[str, int | None]], transform, min_side: int | None = None) -> None:
         self.samples = samples
         self.transform = transform
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -344,7 +351,7 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int):
         path = self.samples[index][0]
         try:
-            return self.transform(load_image(path)), index, None
+            return self.transform(load_image(path, min_side=self.min_side)), index, None
         except UserError as e:
             return None, index, str(e)
         except Exception as e:   # a decodable file the transform cannot handle
@@ -363,7 +370,8 @@ def image_batches(samples: list[tuple[str, int | None]], metadata: dict, *, batc
     """Yields ``(float32 NCHW tensor or None, sample indices, [(index, error)])`` in order."""
     if workers is None:   # worker start-up costs more than it saves on a handful of images
         workers = 0 if len(samples) <= batch_size else min(4, default_threads())
-    loader = DataLoader(_ImageFiles(samples, preprocess_transform(metadata)), batch_size=batch_size,
+    files = _ImageFiles(samples, preprocess_transform(metadata), decode_side(metadata))
+    loader = DataLoader(files, batch_size=batch_size,
                         shuffle=False, num_workers=workers, collate_fn=_collate,
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     yield from loader

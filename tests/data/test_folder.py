@@ -86,6 +86,33 @@ def test_only_the_listed_formats_are_opened(tmp_path):
     assert load_image(big).size == (300, 200)
 
 
+def test_large_jpegs_decode_at_reduced_size(tmp_path):
+    """`min_side`: a JPEG at least twice as large decodes at 1/2, 1/4 or 1/8 scale (never below
+    min_side on its short side); other formats and smaller JPEGs decode whole. After the eval
+    resize the reduced decode is the full one within JPEG noise."""
+    from inception.infer import decode_side, preprocess_transform
+    yy, xx = np.mgrid[0:1600, 0:2400]
+    pixels = np.stack([xx * 255 // 2400, yy * 255 // 1600, (xx + yy) % 256], -1).astype(np.uint8)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(pixels).save(big, quality=90)
+    assert load_image(big).size == (2400, 1600)
+    assert load_image(big, min_side=146).size == (300, 200)       # 1/8: short side 200 >= 146
+    assert load_image(big, min_side=300).size == (600, 400)       # 1/4
+    assert load_image(big, min_side=500).size == (1200, 800)      # 1/2
+    assert load_image(big, min_side=801).size == (2400, 1600)     # under twice min_side: whole
+    gray = tmp_path / "gray.jpg"
+    Image.fromarray(pixels[..., 0]).save(gray, quality=90)
+    assert load_image(gray, min_side=146).size == (300, 200) and load_image(gray, min_side=146).mode == "RGB"
+    png = tmp_path / "big.png"
+    Image.fromarray(pixels[:400, :600]).save(png)
+    assert load_image(png, min_side=50).size == (600, 400)
+    meta = {"image_size": 128, "crop_pct": 0.875}
+    tf = preprocess_transform(meta)
+    full, reduced = tf(load_image(big)), tf(load_image(big, min_side=decode_side(meta)))
+    assert decode_side(meta) == 146 and full.shape == reduced.shape == (3, 128, 128)
+    assert float((full - reduced).abs().mean()) < 0.05           # normalized units: about 3/255 of a pixel
+
+
 def test_val_may_lack_classes_but_not_add_them(tree, identity_dc):
     write_image(tree / "val" / "bird" / "b.png")
     write_image(tree / "val" / "fish" / "f.png")

@@ -8,10 +8,12 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from inception.infer import load_predictor, preprocess_transform, run_inference, softmax
+from inception.infer import _ImageFiles, decode_side, load_predictor, preprocess_transform, run_inference, softmax
 from inception.serve import create_app
+from inception.serve.images import ImageDecoder
 
 from .conftest import CLASSES, RecordingPredictor, png_header_only, run_concurrently
 
@@ -45,6 +47,18 @@ def metric(values: dict, name: str, **labels) -> float:
 
 
 # ------------------------------------------------------------------------------------ equality with infer
+
+def test_large_jpeg_same_tensor_as_infer(tmp_path):
+    """A JPEG large enough for a reduced-size decode gives the server and `inception infer` the
+    same input tensor, bit for bit (both decode at 1/8 scale here)."""
+    meta = {"image_size": 32, "crop_pct": 0.875}
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(path, quality=85)
+    served_x, _ = ImageDecoder(meta)(path.read_bytes(), "big.jpg")
+    infer_x = _ImageFiles([(str(path), None)], preprocess_transform(meta), decode_side(meta))[0][0]
+    np.testing.assert_array_equal(served_x, infer_x.numpy())
+
 
 @pytest.mark.parametrize("kind", ["onnx", "checkpoint"])
 def test_probabilities_equal_infer(served, kind):

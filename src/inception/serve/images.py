@@ -2,7 +2,8 @@
 
 :class:`ImageDecoder` checks the image's size from its header (a decompression bomb is
 refused before any pixel is decoded), then decodes with the same
-:func:`~inception.data.folder.load_image` and preprocesses with the same
+:func:`~inception.data.folder.load_image` (a large JPEG at 1/2, 1/4 or 1/8 scale, never below
+the short side the transform resizes to) and preprocesses with the same
 :func:`~inception.infer.preprocess_transform` of the model's metadata that ``infer`` uses,
 so a file gives the same tensor through the server as through ``infer``.
 """
@@ -23,7 +24,7 @@ from ..data.folder import (
     UnsupportedImageError,
     load_image,
 )
-from ..infer import preprocess_transform
+from ..infer import decode_side, preprocess_transform
 from .errors import ServeError
 
 
@@ -47,6 +48,7 @@ class ImageDecoder:
 
     def __init__(self, metadata: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.transform = preprocess_transform(metadata)
+        self.min_side = decode_side(metadata)     # large JPEGs decode at reduced size, as in infer
         self.max_pixels = int(max_pixels)
 
     def __call__(self, data: bytes, name: str = "body") -> tuple[np.ndarray, float]:
@@ -55,7 +57,7 @@ class ImageDecoder:
             raise ServeError("empty_body", f"'{name}' is empty; send the bytes of a JPEG, PNG, WebP, BMP, GIF or "
                                            "TIFF image")
         try:
-            image = load_image(io.BytesIO(data), name=name, max_pixels=self.max_pixels)
+            image = load_image(io.BytesIO(data), name=name, max_pixels=self.max_pixels, min_side=self.min_side)
         except UnsupportedImageError:
             raise ServeError("unsupported_image_format", f"'{name}' is not a {FORMAT_NAMES} image; send one of "
                                                          "those") from None
