@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
@@ -121,6 +122,64 @@ def test_early_413_reaches_a_connection_close_client(server, served):
         urllib.request.urlopen(request, timeout=30)
     assert e.value.code == 413 and json.loads(e.value.read())["kind"] == "too_large"
     assert proc.stop(timeout=60) == 0
+
+
+# `inception serve` in a real process whose model raises on an all-white image (any runtime:
+# the Predictor's call is wrapped before the CLI starts), for the failing-model test
+_FAILING_MODEL = """
+import sys
+import numpy as np
+import inception.infer as infer
+run = infer.Predictor.__call__
+def call(self, batch):
+    if (np.asarray(batch).reshape(len(batch), -1).min(1) > 2.0).any():   # white normalizes to >= 2.25
+        raise RuntimeError("poisoned input: an all-white image")
+    return run(self, batch)
+infer.Predictor.__call__ = call
+from inception.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _white_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), "white").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_failing_model_fails_only_its_request_and_turns_readiness(served):
+    """A model that raises on one image: batched with good images, only that request gets a
+    JSON 500 `model_error` (the batch is run again one image at a time); `--unhealthy-after 3`
+    failures in a row turn readiness to 503, the next success turns it back; the server lives."""
+    proc = ServerProcess(served["onnx"], args=[*BASE, "--max-batch", "8", "--max-wait-ms", "300",
+                                               "--unhealthy-after", "3"])
+    proc.command[1:3] = ["-c", _FAILING_MODEL]                      # python -c DRIVER serve --model ...
+    url = proc.start()
+    try:
+        good = [p.read_bytes() for p in served["images"][:5]]
+        white = _white_png()
+
+        def post(body):
+            return httpx.post(url + "/v1/classify", content=body, headers={"content-type": "image/png"}, timeout=60)
+
+        def ready():
+            return httpx.get(url + "/v2/health/ready", timeout=10).status_code
+
+        with ThreadPoolExecutor(6) as pool:                        # one batch: 5 good images and the white one
+            answers = list(pool.map(post, [*good[:3], white, *good[3:]]))
+        codes = [r.status_code for r in answers]
+        assert codes == [200, 200, 200, 500, 200, 200], [r.text for r in answers]
+        assert answers[3].json()["kind"] == "model_error" and "poisoned input" in answers[3].json()["error"]
+        assert ready() == 200
+        for k in range(3):
+            assert post(white).status_code == 500
+            assert ready() == (200 if k < 2 else 503)              # 3 in a row: unready
+        assert post(good[0]).status_code == 200 and ready() == 200  # the next success: ready again
+        assert proc.proc.poll() is None
+        print(f"\nfailing model: in a batch of 6 only the white image's request failed ({codes}); readiness "
+              "503 after 3 failures in a row, 200 after the next success")
+    finally:
+        assert proc.stop(timeout=60) == 0
 
 
 def _image_bytes(fmt: str) -> bytes:
