@@ -28,6 +28,17 @@ def test_every_recipe_loads(path):
     assert keys <= set(all_keys())
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_packaged_recipes_hold_no_data_path(path):
+    """A recipe ships inside the package: its data comes from --data-dir, never from a path
+    that exists only beside this repository; without one, the message says what to pass."""
+    data = yaml.safe_load(path.read_text())
+    assert "data_dir" not in data.get("data", {}), f"{path.name} names a data path"
+    if data.get("data", {}).get("dataset", "digits") not in ("digits", "synthetic"):
+        with pytest.raises(UserError, match=r"needs its data: pass --data-dir PATH \("):
+            load_config(path)
+
+
 def test_seed_recipes_translate_the_seeds():
     c = load_config(CONFIGS / "googlenet_cifar10.yaml", {"data.data_dir": "x"})
     assert (c.train.batch_size, c.train.epochs, c.optim.momentum, c.optim.lr,
@@ -52,7 +63,7 @@ def test_seed_recipes_translate_the_seeds():
     ({"data.dataset": "cifar"}, "config key 'data.dataset' = 'cifar' is not valid; did you mean 'cifar10'?"),
     ({"optim.nesterov": "yes"}, "must be true or false"),
     ({"schedule.name": "step"}, "needs schedule.milestones"),
-    ({"data.dataset": "folder"}, "needs data.data_dir (--data-dir PATH)"),
+    ({"data.dataset": "folder"}, "needs its data: pass --data-dir PATH (a folder of train/<class>/"),
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
     with pytest.raises(UserError) as e:

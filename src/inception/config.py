@@ -459,9 +459,23 @@ def validate(cfg: Config) -> None:
     if len(cfg.optim.betas) != 2:
         raise UserError(f"optim.betas {cfg.optim.betas} must be two numbers, e.g. [0.9, 0.999]")
     if cfg.data.dataset not in ("digits", "synthetic") and not cfg.data.data_dir:
-        raise UserError(f"data.dataset '{cfg.data.dataset}' needs data.data_dir (--data-dir PATH)")
+        raise missing_data_dir(cfg.data.dataset)
     if cfg.train.time_limit is not None:
         parse_duration(cfg.train.time_limit, "train.time_limit")
+
+
+_DATA_DIR_HINTS = {
+    "folder": "a folder of train/<class>/ and val/<class>/ images, or a .tar/.tar.gz/.tgz of one",
+    "list": "the folder the list files' image paths are relative to",
+    "cifar10": "the CIFAR-10 binary or python files, or a .tar.gz of train/<class>/ and test/<class>/ images",
+    "cifar100": "the CIFAR-100 binary or python files, or a .tar.gz of train/<class>/ and test/<class>/ images",
+}
+
+
+def missing_data_dir(dataset: str) -> UserError:
+    """The one message for a dataset given no data.data_dir: what to pass."""
+    return UserError(f"data.dataset '{dataset}' needs its data: pass --data-dir PATH "
+                     f"({_DATA_DIR_HINTS.get(dataset, 'the dataset root')})")
 
 
 def parse_duration(text, what: str = "duration") -> float:

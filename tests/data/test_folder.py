@@ -152,7 +152,7 @@ def test_missing_directories(tree, identity_dc):
         build_datasets(_cfg(tree / "nope"), identity_dc)
     with pytest.raises(UserError, match=r"split folder '.*valid' does not exist \(found: train, val\)"):
         build_datasets(_cfg(tree, val_split="valid"), identity_dc)
-    with pytest.raises(UserError, match="needs data.data_dir"):
+    with pytest.raises(UserError, match="needs its data: pass --data-dir PATH"):
         build_datasets(DataCfg(dataset="folder"), identity_dc)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import DataCfg
+from ..config import DataCfg, missing_data_dir
 from ..errors import UserError
 from .archive import ArchiveDataset, archive_classes, archive_dataset, is_archive, to_memory
 from .cache import cache_dataset, is_cache
@@ -57,7 +57,7 @@ def open_split(cfg: DataCfg, split: str, reading: Reading) -> Dataset:
         return synthetic_dataset(is_train_part(cfg, split), images=cfg.synthetic_images,
                                  classes=cfg.synthetic_classes, size=reading.size or 32, transform=reading.transform)
     if not cfg.data_dir:
-        raise UserError(f"data.dataset '{cfg.dataset}' needs data.data_dir (--data-dir PATH)")
+        raise missing_data_dir(cfg.dataset)
     path = Path(cfg.data_dir).expanduser()
     if cfg.dataset in ("cifar10", "cifar100") and is_archive(path):
         fallbacks = ("test",) if split == cfg.val_split else ()
