@@ -8,7 +8,7 @@ import yaml
 
 from inception import __version__
 from inception.cli import build_parser, main
-from inception.config import load_config
+from inception.config import choices, load_config
 from inception.models import get_model_info
 
 
@@ -41,6 +41,16 @@ def test_unknown_model_is_one_line(capsys):
 def test_python_dash_m_and_version():
     out = subprocess.run([sys.executable, "-m", "inception", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"inception {__version__}"
+
+
+def test_choice_flags_list_every_value_the_config_accepts():
+    """--sched, --opt, --dataset and --precision help from the same lists the config validates."""
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {a.option_strings[0]: " ".join(a.help.split()) for a in train._actions if a.help}
+    for flag, key in [("--sched", "schedule.name"), ("--opt", "optim.name"), ("--dataset", "data.dataset"),
+                      ("--precision", "train.precision")]:
+        assert len(choices(key)) >= 3 and all(c in helps[flag] for c in choices(key)), (flag, helps[flag])
+    assert "onecycle" in helps["--sched"] and "flat_cosine" in helps["--sched"]
 
 
 def test_help_lists_commands(capsys):

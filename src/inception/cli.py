@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 from . import __version__
+from .config import choices
 from .errors import UserError
 
 
@@ -71,13 +72,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_of(key: str) -> str:
+    *rest, last = choices(key)
+    return f"{', '.join(rest)} or {last}"
+
+
 # Shortcut flags for the most used config keys; any key can be set with --set KEY=VALUE.
 # A flag may be a tuple of spellings; the first names the argparse destination.
 TRAIN_FLAGS = [
     ("--model", "model.name", str, "model name (see `inception models`)"),
     ("--num-classes", "model.num_classes", int, "classifier outputs (default: from the data)"),
     ("--pretrained", "model.pretrained", str, "start from these weights (ours, torchvision or timm)"),
-    ("--dataset", "data.dataset", str, "digits, cifar10, cifar100, folder or list"),
+    ("--dataset", "data.dataset", str, _one_of("data.dataset")),
     ("--data-dir", "data.data_dir", str, "dataset root"),
     ("--image-size", "data.image_size", int, "train/eval resolution (default: the model's)"),
     ("--workers", "data.workers", int, "DataLoader worker processes"),
@@ -86,17 +92,17 @@ TRAIN_FLAGS = [
     ("--epochs", "train.epochs", int, "training epochs"),
     ("--batch-size", "train.batch_size", int, "images per step"),
     ("--lr", "optim.lr", float, "peak learning rate"),
-    ("--opt", "optim.name", str, "optimizer: sgd, rmsprop or adamw"),
+    ("--opt", "optim.name", str, "optimizer: " + _one_of("optim.name")),
     ("--momentum", "optim.momentum", float, "sgd / rmsprop momentum"),
     (("--wd", "--weight-decay"), "optim.weight_decay", float, "weight decay, e.g. 1e-4"),
-    ("--sched", "schedule.name", str, "lr schedule: constant, step, multistep or cosine"),
+    ("--sched", "schedule.name", str, "lr schedule: " + _one_of("schedule.name") + " (see --help-config)"),
     ("--warmup-epochs", "schedule.warmup_epochs", float, "linear lr warmup in epochs (may be fractional)"),
     ("--label-smoothing", "train.label_smoothing", float, "label smoothing of the loss, e.g. 0.1"),
     ("--output-dir", "train.output_dir", str, "run directory"),
     ("--device", "train.device", str, "auto, cpu, cuda, cuda:N, mps, npu or npu:N (Ascend: needs torch_npu)"),
     ("--seed", "train.seed", int, "random seed"),
-    ("--precision", "train.precision", str, "auto, fp32, bf16 or fp16 (auto: bf16 where the CPU or GPU has native "
-                                            "bf16, else fp32)"),
+    ("--precision", "train.precision", str, _one_of("train.precision") + " (auto: bf16 where the CPU or GPU "
+                                            "has native bf16, else fp32)"),
     ("--backbone-lr-scale", "model.backbone_lr_scale", float, "fine-tuning: backbone lr = lr x this"),
     ("--time-limit", "train.time_limit", str, "stop cleanly after this wall time (3600, 90m, 1h30m, 2h), "
                                               "checkpoint, evaluate and report"),

@@ -346,6 +346,13 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
+def choices(key: str) -> tuple[str, ...]:
+    """The values a choice key (``schedule.name``) takes, from the type the config validates
+    against: help texts list them from here, so they never drift from what is accepted."""
+    section, _, name = key.partition(".")
+    return typing.get_args(_hints(_SECTION_CLASSES[section])[name])
+
+
 def apply(cfg: Config, data: dict, where: str = "") -> Config:
     """Apply a nested mapping ``{section: {key: value}}`` to ``cfg`` (validated)."""
     if not isinstance(data, dict):

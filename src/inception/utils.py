@@ -49,3 +49,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def short_list(items: list[str], n: int = 6) -> str:
+    """The first ``n`` of ``items``, comma-separated, and how many more: for error messages."""
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")

@@ -35,6 +35,25 @@ def _rows(run_dir, kind):
             if r["kind"] == kind]
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_speed_settings_are_put_back_after_training(tmp_path, monkeypatch, fail):
+    """train() sets the device's speed flags (cuDNN autotuning, TF32) and restores them when it
+    returns or raises: a caller's own settings survive a training run."""
+    events = []
+
+    def tune(device):
+        events.append("set")
+        return lambda: events.append("restored")
+    monkeypatch.setattr(accel, "tune_for_speed", tune)
+    cfg = _cfg(tmp_path, **{"train.epochs": 1, **({"model.num_classes": 3} if fail else {})})
+    if fail:                                   # 3 outputs for 10 digit classes: a UserError in setup
+        with pytest.raises(UserError):
+            train(cfg, progress=False)
+    else:
+        train(cfg, progress=False)
+    assert events == ["set", "restored"]
+
+
 def test_digits_run_writes_everything_and_eval_agrees(tmp_path):
     cfg = _cfg(tmp_path, **{"train.ckpt_interval": 7, "train.keep_checkpoint_max": 2})
     result = train(cfg, progress=False)
@@ -126,6 +145,22 @@ def test_finished_run_cannot_resume_without_more_epochs(tmp_path):
         train(resume_config(r.run_dir), resume=r.run_dir, progress=False)
     more = train(resume_config(r.run_dir, {"train.epochs": 2}), resume=r.run_dir, progress=False)
     assert more.run_dir == r.run_dir and [e["epoch"] for e in _rows(r.run_dir, "epoch")] == [1, 2]
+
+
+def test_resume_is_strict_and_names_the_keys(tmp_path):
+    """A run resumes only the model it saved: other model options (here aux heads, or another
+    number of classes) are an error naming the keys, not a silently re-initialised layer."""
+    from inception.errors import CheckpointError
+    r = train(_cfg(tmp_path, "own", **{"train.epochs": 1}), progress=False)
+    aux = resume_config(r.run_dir, {"train.epochs": 2, "model.options": {"aux_logits": True}})
+    with pytest.raises(CheckpointError, match=r"does not fit the model this run builds \(missing keys: aux1\.") as e:
+        train(aux, resume=r.run_dir, progress=False)
+    assert "--no-resume" in str(e.value)
+    classes = resume_config(r.run_dir, {"train.epochs": 2, "model.num_classes": 10, "model.options": {"dropout": 0.3}})
+    train(classes, resume=r.run_dir, progress=False)      # the same shapes: resumes
+    wide = resume_config(r.run_dir, {"train.epochs": 3, "model.num_classes": 12})
+    with pytest.raises(UserError, match="model.num_classes is 12 but the data has 10 classes"):
+        train(wide, resume=r.run_dir, progress=False)
 
 
 def test_aux_heads_and_label_smoothing_train(tmp_path):

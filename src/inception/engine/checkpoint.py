@@ -34,7 +34,7 @@ from .. import __version__, accel
 from ..config import Config, apply, set_key, validate
 from ..errors import CheckpointError, UserError
 from ..models.pretrained import CHECKPOINT_FORMAT
-from ..utils import atomic_write, atomic_write_text
+from ..utils import atomic_write, atomic_write_text, short_list
 from .ema import checkpoint_entries
 
 log = logging.getLogger("inception")
@@ -73,6 +73,24 @@ def verify_checksum(path: str | Path) -> bool | None:
     except (OSError, IndexError):
         return False
     return sha256_file(path) == expected
+
+
+def load_own_state(model: torch.nn.Module, state_dict: dict, path) -> None:
+    """Resume ``model`` from its own run's checkpoint, strictly: every key and shape must
+    match (unlike pretrained weights, whose classifier may be re-initialised). A mismatch is a
+    :class:`CheckpointError` naming the keys."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in target]
+    mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(target[k].shape)}" for k, v in state_dict.items()
+                  if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    problems = [f"{what}: {short_list(keys, 4)}" for what, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
+    if problems:
+        raise CheckpointError(f"checkpoint '{path}' does not fit the model this run builds ({'; '.join(problems)}): "
+                              "resume with the run's own settings (its config.yaml: model options, the data's "
+                              "classes), or start a new run with --no-resume or another --output-dir")
+    model.load_state_dict(state_dict)
 
 
 def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict:

@@ -36,7 +36,7 @@ from ..utils import seed_everything
 from . import distributed as dist_utils
 from . import ema as ema_utils
 from .amp import Precision
-from .checkpoint import CheckpointManager, find_resume, resume_config, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointManager, find_resume, load_own_state, resume_config, save_checkpoint, set_rng_state
 from .evaluate import evaluate
 from .finetune import freeze_backbone, freeze_batchnorm
 from .metrics import MetricsLog, epoch_line, file_logger, log_step
@@ -70,6 +70,7 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
     info, device = dist_utils.init_distributed(resolve_device(cfg.train.device))
     handler, state = None, None
     run_dir = Path(cfg.train.output_dir) if cfg.train.output_dir else new_run_dir(cfg.model.name, cfg.data.dataset)
+    restore_speed = accel.tune_for_speed(device)   # cuDNN autotuning and TF32 on CUDA, put back when done
     try:
         with StopRequest() as stop:
             if info.is_main:   # an unwritable output directory is an error now, not after the first epoch
@@ -89,6 +90,7 @@ def train(cfg: Config, *, resume: str | os.PathLike | None = None, progress: boo
             write_status(run_dir, "failed", error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
         raise
     finally:
+        restore_speed()
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
@@ -109,7 +111,6 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     defaults = accel.speed_defaults(device)
     channels_last = defaults.channels_last if cfg.train.channels_last is None else cfg.train.channels_last
     precision_name = defaults.precision if cfg.train.precision == "auto" else cfg.train.precision
-    accel.tune_for_speed(device)
     resume, ckpt, auto = find_resume(resume, run_dir, auto_resume=auto_resume, arch=cfg.model.name,
                                      explicit_dir=bool(cfg.train.output_dir))
 
@@ -140,7 +141,7 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
         log.info("frozen backbone: %.2fM parameters; training the classifier only", freeze_backbone(model) / 1e6)
     model.data_config = data_config
     if ckpt is not None:
-        apply_weights(model, ckpt["model"], ckpt, path=resume)
+        load_own_state(model, ckpt["model"], resume)     # strict: a run resumes only its own model
     if cfg.train.sync_bn and info.enabled:
         dist_utils.check_sync_bn(device)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

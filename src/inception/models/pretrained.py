@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..metadata import METADATA_KEY
+from ..utils import short_list
 from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
 from .vendor import LABELS as VENDOR_LABELS
 from .vendor import detect_vendor, read_vendor, to_ours
@@ -68,10 +69,6 @@ class LoadResult:
     ignored: list[str] = field(default_factory=list)         # aux-head keys the model has no use for
     missing_aux: list[str] = field(default_factory=list)     # aux-head keys the file lacks
     checkpoint: dict = field(default_factory=dict)           # the rest of a project checkpoint
-
-
-def _short(keys: list[str], n: int = 6) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict]:
@@ -156,7 +153,7 @@ def _check_exported(model: InceptionBase, exported: dict, path: str | Path) -> N
 def _vendor_result(vendor) -> tuple[dict[str, Tensor], dict]:
     if vendor.skipped:
         log.info("skipped %d optimizer/training entries of the %s file (%s)", len(vendor.skipped), vendor.label,
-                 _short(vendor.skipped, 3))
+                 short_list(vendor.skipped, 3))
     return vendor.state_dict, {"vendor": vendor.source, "arch": vendor.arch, "model_options": vendor.options}
 
 
@@ -250,7 +247,7 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
         if file_arch is None:
             raise CheckpointError(
                 f"'{path}' is not a googlenet, inception_v3, inception_v4 or inception_resnet_v2 "
-                f"state dict (first keys: {_short(list(state_dict), 3)})"
+                f"state dict (first keys: {short_list(list(state_dict), 3)})"
             )
         if file_arch != own_arch:
             raise CheckpointError(f"'{path}' holds {file_arch} weights, not {own_arch}; use --model {file_arch}")
@@ -289,11 +286,11 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
 
     problems = []
     if missing:
-        problems.append(f"missing keys: {_short(missing)}")
+        problems.append(f"missing keys: {short_list(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_short(unexpected)}")
+        problems.append(f"unexpected keys: {short_list(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches: {_short(mismatched, 3)}")
+        problems.append(f"shape mismatches: {short_list(mismatched, 3)}")
     if problems:
         raise CheckpointError(
             f"'{path}' does not fit {model.arch or own_arch} ({'; '.join(problems)}); "
@@ -303,7 +300,7 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
     model.load_state_dict(loadable, strict=False)
     if result.reinitialized:
         log.warning("%s: classifier does not match the model's %d classes; re-initialised %s",
-                    path, model.num_classes, _short(result.reinitialized, 4))
+                    path, model.num_classes, short_list(result.reinitialized, 4))
     if result.missing_aux:
         log.warning("%s has no auxiliary-head weights; the aux heads keep their initialisation", path)
     if result.ignored:

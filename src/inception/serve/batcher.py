@@ -58,7 +58,6 @@ class Batcher:
         self.max_queue = int(max_queue)
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="inception-model")
-        self.calls = 0                        # model calls made
         self.pending = 0                      # images submitted and not answered yet
         self.failures = 0                     # images in a row the model failed on (raised, or NaN/Inf)
         self.unhealthy_after = int(unhealthy_after)
@@ -76,10 +75,6 @@ class Batcher:
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._loop(), name="inception-batcher")
-
-    async def run_model(self, batch: np.ndarray) -> np.ndarray:
-        """One model call on the model thread, outside the queue (the warm-up)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.model, batch)
 
     async def stop(self) -> None:
         """Answer every image already submitted, then stop the task and the model thread."""
@@ -175,7 +170,6 @@ class Batcher:
                                                                 f"{str(e).strip()[:200]})"))
             return
         seconds = time.perf_counter() - start
-        self.calls += 1
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(items))
             self.metrics.model_seconds.observe(seconds)
