@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from inception.cli import main
-from inception.config import Config, apply, load_config
+from inception.config import Config, apply
 from inception.engine.optim import lr_factor_fn
 from inception.errors import UserError
-from inception.vendor_config import MODELS, _leaves, convert_file, detect, read_documents, translate
+from inception.vendor_config import MODELS, _leaves, convert_file, detect, load_config, read_documents, translate
 
 HERE = Path(__file__).resolve().parent / "vendor_configs"
 MS_GOOGLENET = HERE / "mindspore_googlenet_cifar10_config.yaml"

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .config import choices
 from .errors import UserError
 
@@ -168,7 +168,8 @@ def train_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import describe, load_config, to_yaml
+    from .config import describe, to_yaml
+    from .vendor_config import load_config  # our recipes, and MindSpore / PaddleClas configs translated
 
     if args.help_config:
         print(describe())

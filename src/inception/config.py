@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import re
 import types
 import typing
@@ -19,7 +18,6 @@ from typing import Any, Literal
 
 import yaml
 
-from . import vendor_config
 from .errors import UserError
 from .utils import atomic_write_text
 
@@ -407,35 +405,40 @@ def set_key(cfg: Config, key: str, value: Any, where: str = " (command line)") -
     apply(cfg, {section: {name: value}}, where)
 
 
-def read_recipe(path: str | Path, model: str | None = None) -> dict:
-    """The nested mapping of a recipe file. A vendor model zoo's own config (MindSpore,
-    PaddleClas) is translated (:mod:`inception.vendor_config`), and the translation is logged
-    as one table: each vendor key = value -> our key = value, then notes on approximations and
-    the keys not translated, with the reason. ``model``: our model name, for a vendor file that
-    does not say which model it trains."""
+def read_documents(path: str | Path) -> list:
+    """Every YAML document of ``path`` (a model zoo's config may hold several)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file '{path}' does not exist; see configs/ for the recipes")
-    docs = vendor_config.read_documents(path)
-    data = docs[0] if docs and docs[0] is not None else {}
-    kind = vendor_config.detect(data)
-    if kind in vendor_config.VENDORS:
-        translation = vendor_config.translate(data, path, model=model, documents=len(docs))
-        logging.getLogger("inception").info("\n".join(translation.lines()))   # one record: the whole table
-        return translation.recipe
+    try:
+        return [doc for doc in yaml.safe_load_all(path.read_text())]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"config file '{path}' is not valid YAML{f' at line {mark.line + 1}' if mark else ''}") \
+            from None
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The nested mapping of one of our recipe files: one YAML mapping of sections. (A model
+    zoo's own config is read by :func:`inception.vendor_config.load_config`.)"""
+    docs = read_documents(path)
     if len(docs) > 1:
         raise UserError(f"config file '{path}' holds {len(docs)} YAML documents; a recipe is one mapping of "
                         f"sections ({', '.join(SECTIONS)})")
-    return data
+    return docs[0] if docs and docs[0] is not None else {}
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the YAML file (ours, or a MindSpore / PaddleClas config, translated), then
-    ``overrides`` (``{'optim.lr': 0.05}``), validated."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                recipe: dict | None = None) -> Config:
+    """Defaults, then the recipe file ``path`` (or ``recipe``, the mapping already read from
+    it), then ``overrides`` (``{'optim.lr': 0.05}``), validated. A MindSpore or PaddleClas
+    config is read by :func:`inception.vendor_config.load_config`, which translates it."""
     cfg = Config()
     overrides = overrides or {}
-    if path is not None:
-        apply(cfg, read_recipe(path, model=overrides.get("model.name")), f" in {path}")
+    if recipe is None and path is not None:
+        recipe = read_recipe(path)
+    if recipe is not None:
+        apply(cfg, recipe, f" in {path}" if path is not None else "")
     for key, value in overrides.items():
         set_key(cfg, key, value)
     validate(cfg)

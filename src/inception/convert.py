@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .config import Config, apply
 from .engine.checkpoint import CHECKPOINT_FORMAT, save_file, sha256_file
 from .errors import UserError

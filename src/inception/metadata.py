@@ -21,13 +21,13 @@ from pathlib import Path
 import onnx
 from safetensors import safe_open
 
-from . import __version__
+from ._version import __version__
 from .config import DataCfg
 from .data import eval_preprocessing
 from .errors import UserError
+from .spec import METADATA_KEY
 
 METADATA_VERSION = 1
-METADATA_KEY = "inception"              # ONNX metadata_props / safetensors header key holding the JSON
 METADATA_FILE = "inception.json"        # name inside TorchScript / ExportedProgram archives
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 

@@ -14,6 +14,7 @@ CIFAR-10 step schedule, which parameters get weight decay) are rows whose vendor
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from . import config
+from .config import read_documents
 from .errors import UserError
 
 # Vendor model -> (our model, model.options). MindSpore names are compared lower-case without
@@ -758,17 +760,26 @@ def _paddle_op(b: _Builder, key: str, op: Any) -> int | None:
     return size
 
 
-def read_documents(path: str | Path) -> list:
-    """Every YAML document of ``path`` (a MindSpore config holds up to three)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist")
-    try:
-        return [doc for doc in yaml.safe_load_all(path.read_text())]
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"config file '{path}' is not valid YAML{f' at line {mark.line + 1}' if mark else ''}") \
-            from None
+def read_recipe(path: str | Path, model: str | None = None) -> dict:
+    """The nested mapping of a recipe file: ours as it is, a MindSpore or PaddleClas config
+    translated, with the translation logged as one table (each vendor key = value -> our key =
+    value, then notes on approximations and the keys not translated, with the reason).
+    ``model``: our model name, for a vendor file that does not say which model it trains."""
+    docs = read_documents(path)
+    data = docs[0] if docs and docs[0] is not None else {}
+    if detect(data) in VENDORS:
+        translation = translate(data, path, model=model, documents=len(docs))
+        logging.getLogger("inception").info("\n".join(translation.lines()))   # one record: the whole table
+        return translation.recipe
+    return config.read_recipe(path)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> config.Config:
+    """:func:`inception.config.load_config` for any recipe file: ours, or a MindSpore or
+    PaddleClas config, translated (what ``inception train --config`` reads)."""
+    overrides = overrides or {}
+    recipe = read_recipe(path, model=overrides.get("model.name")) if path is not None else None
+    return config.load_config(path, overrides, recipe=recipe)
 
 
 def convert_file(src: str | Path, model: str | None = None) -> Translation:

@@ -60,7 +60,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from .. import __version__
+from .._version import __version__
 from ..accel import resolve_device
 from ..data.archive import MAX_MEMBER_BYTES, is_archive
 from ..data.folder import is_image_file

@@ -38,7 +38,7 @@ from torchvision.transforms import v2
 
 from ..config import DataCfg
 from ..errors import UserError
-from ..models.layers import DataConfig
+from ..spec import DataConfig
 from .batchaug import BatchAugment
 from .datasets import Reading, conform, folder_classes, hold_out, open_split
 from .decode import CenterCropDecode, RandomResizedCropDecode, read_encoded

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, accel
+from .. import accel
+from .._version import __version__
 from ..config import Config, apply, set_key, validate
 from ..errors import CheckpointError, UserError
 from ..models.pretrained import CHECKPOINT_FORMAT

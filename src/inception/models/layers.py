@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..spec import DataConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,32 +112,6 @@ class AuxOutputs(NamedTuple):
 
     logits: Tensor
     aux: tuple[Tensor, ...]
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Preprocessing a model expects: carried by every model as ``model.data_config``."""
-
-    input_size: tuple[int, int, int]
-    min_input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-    crop_pct: float = 0.875
-    extra: dict = field(default_factory=dict)
-
-    def replace(self, **changes) -> "DataConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {
-            "input_size": list(self.input_size),
-            "min_input_size": self.min_input_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-            "crop_pct": self.crop_pct,
-        }
 
 
 class InceptionBase(nn.Module):

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
-from ..metadata import METADATA_KEY
+from ..spec import METADATA_KEY
 from ..utils import short_list
 from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
 from .vendor import LABELS as VENDOR_LABELS

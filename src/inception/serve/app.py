@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
+from .._version import __version__
 from ..errors import UserError
 from ..infer import Predictor, default_threads, load_predictor, softmax
 from . import oip
