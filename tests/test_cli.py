@@ -53,6 +53,30 @@ def test_choice_flags_list_every_value_the_config_accepts():
     assert "onecycle" in helps["--sched"] and "flat_cosine" in helps["--sched"]
 
 
+@pytest.mark.parametrize("module,extra", [("onnx", "export"), ("onnxruntime.quantization", "export"),
+                                          ("matplotlib.pyplot", "plot"), ("fastapi", "serve")])
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, module, extra):
+    import inception.cli as cli
+
+    def missing(args):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+    monkeypatch.setattr(cli, "cmd_models", missing)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: `inception models` needs the '{extra}' extra ({module} is not installed): "
+                   f"pip install 'inception[{extra}]'")
+
+
+def test_a_missing_module_of_no_extra_is_a_bug_and_raises(monkeypatch):
+    import inception.cli as cli
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'nosuchthing'", name="nosuchthing")
+    monkeypatch.setattr(cli, "cmd_models", missing)
+    with pytest.raises(ModuleNotFoundError):
+        main(["models"])
+
+
 def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])

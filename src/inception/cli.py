@@ -14,6 +14,7 @@ from pathlib import Path
 from ._version import __version__
 from .config import choices
 from .errors import UserError
+from .extras import extra_of
 
 
 def _write_json(path: str, obj) -> None:
@@ -1095,6 +1096,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:      # a command of an extra the install left out: say which one
+        extra = extra_of(e.name or "")
+        if extra is None:
+            raise
+        print(f"error: `inception {args.command}` needs the '{extra}' extra ({e.name} is not installed): "
+              f"pip install 'inception[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
@@ -131,6 +130,8 @@ class OnnxPredictor(Predictor):
         path = Path(path)
         if not path.is_file():
             raise UserError(f"model file '{path}' does not exist; check --model")
+        import onnxruntime as ort  # noqa: PLC0415 - the export extra: .pt checkpoints infer without it
+
         metadata = read_metadata(path)
         available = ort.get_available_providers()
         if device == "auto":

@@ -18,7 +18,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import onnx
 from safetensors import safe_open
 
 from ._version import __version__
@@ -120,6 +119,8 @@ def read_metadata(path: str | Path) -> dict:
     path = Path(path)
     kind = model_kind(path)
     if kind == "onnx":
+        import onnx  # noqa: PLC0415 - the export extra: checkpoints' metadata reads without it
+
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:
