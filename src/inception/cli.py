@@ -601,16 +601,11 @@ class _CommandParser(argparse.ArgumentParser):
         _add_verbosity(self, default=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="inception",
-        description="Train, evaluate, export and deploy Inception-family image classifiers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"inception {__version__}")
-    _add_verbosity(parser, default=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
+_FMT = argparse.ArgumentDefaultsHelpFormatter
 
+
+def _add_models(sub) -> None:
+    """``inception models``."""
     p = sub.add_parser("models", help="list the models, or summarise one",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("name", nargs="?", default=None, help="a model name: print its blocks and output shapes")
@@ -622,8 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="--init-gradients: images in the batch")
     p.set_defaults(func=cmd_models)
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("train", help="train a model from a YAML recipe and overrides", formatter_class=fmt,
+
+
+def _add_train(sub) -> None:
+    """``inception train``."""
+    p = sub.add_parser("train", help="train a model from a YAML recipe and overrides", formatter_class=_FMT,
                        description="Train a model. With no arguments: GoogLeNet on the built-in digits data.")
     p.add_argument("--config", default=argparse.SUPPRESS,
                    help="YAML recipe: a path or a bundled recipe name from configs/ (e.g. googlenet_cifar10); "
@@ -656,7 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("convert", formatter_class=fmt,
+
+def _add_convert(sub) -> None:
+    """``inception convert``."""
+    p = sub.add_parser("convert", formatter_class=_FMT,
                        help="a MindSpore .ckpt, PaddleClas .pdparams, timm/torchvision/Cadene file as our checkpoint",
                        description="Read weights from the vendor zoos (MindSpore GoogLeNet/InceptionV4 .ckpt or "
                                    "safetensors, PaddleClas GoogLeNet/InceptionV4 .pdparams), timm, torchvision, "
@@ -674,7 +675,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "too); default: 0..N-1")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("convert-config", formatter_class=fmt,
+
+def _add_convert_config(sub) -> None:
+    """``inception convert-config``."""
+    p = sub.add_parser("convert-config", formatter_class=_FMT,
                        help="translate a MindSpore model-zoo or PaddleClas config file into a recipe",
                        description="Print (or write with -o) the recipe equivalent to a vendor model zoo's own config "
                                    "file: a MindSpore model-zoo default_config.yaml / cifar10_config.yaml or a "
@@ -688,7 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "model it trains")
     p.set_defaults(func=cmd_convert_config)
 
-    p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint", formatter_class=fmt)
+
+def _add_eval(sub) -> None:
+    """``inception eval``."""
+    p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint", formatter_class=_FMT)
     p.add_argument("--checkpoint", required=True, metavar="CKPT|RUN_DIR", help="checkpoint file or run directory")
     p.add_argument("--data-dir", default=None, help="dataset root (default: the one the checkpoint was trained on)")
     p.add_argument("--dataset", default=None, help="dataset kind (default: the checkpoint's)")
@@ -709,8 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC model and inputs (default: on for CUDA and x86 CPUs with AVX-512)")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_plot(sub) -> None:
+    """``inception plot``."""
     p = sub.add_parser("plot", help="PNG curves of one or more runs (loss, lr, top-1/top-5, img/s)",
-                       formatter_class=fmt,
+                       formatter_class=_FMT,
                        description="Plot training loss, learning rate, validation top-1/top-5 and img/s from each "
                                    "run's metrics.jsonl; several runs are overlaid for comparison.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `inception train`")
@@ -718,7 +728,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: RUN_DIR/curves.png for one run, ./curves.png for several")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("runs", help="list runs: model, dataset, epochs, best top-1, status", formatter_class=fmt,
+
+def _add_runs(sub) -> None:
+    """``inception runs``."""
+    p = sub.add_parser("runs", help="list runs: model, dataset, epochs, best top-1, status", formatter_class=_FMT,
                        description="List the runs under DIR (folders with config.yaml and metrics.jsonl), newest "
                                    "first, with their status: running, finished, interrupted (a signal or a time "
                                    "limit; resumable), failed (an error) or failed (killed).")
@@ -726,8 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_runs)
 
+
+def _add_check_data(sub) -> None:
+    """``inception check-data``."""
     p = sub.add_parser("check-data", help="scan a dataset for unreadable images and report per-class counts",
-                       formatter_class=fmt,
+                       formatter_class=_FMT,
                        description="Decode every file of a dataset folder (root/<split>/<class>/* or root/<class>/*) "
                                    "or list file as training would; report corrupt, empty, non-image and oversized "
                                    "files, converted images (CMYK, 16-bit, palette) and per-class counts. Exit status "
@@ -738,8 +754,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-listed", type=int, default=30, help="problem files listed")
     p.set_defaults(func=cmd_check_data)
 
+
+def _add_prepare(sub) -> None:
+    """``inception prepare``."""
     p = sub.add_parser("prepare", help="write a pre-resized copy of a dataset (folders or packed shards)",
-                       formatter_class=fmt,
+                       formatter_class=_FMT,
                        description="Write a copy of the dataset SRC (a folder dataset SRC/<split>/<class>/*, a list "
                                    "dataset with SRC/<split>_list.txt, or a .tar/.tar.gz of class folders) whose "
                                    "images are JPEGs at most --max-size on their shorter side, for faster epochs on "
@@ -756,8 +775,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU cores)")
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_export(sub) -> None:
+    """``inception export``."""
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32 or INT8), TorchScript, ExportedProgram or "
-                                      "safetensors, and check it against PyTorch", formatter_class=fmt,
+                                      "safetensors, and check it against PyTorch", formatter_class=_FMT,
                        description="Export a checkpoint for deployment. The file carries the class names and the "
                                    "eval preprocessing (input size, mean/std, interpolation, crop): ONNX in its "
                                    "metadata_props, the other formats in a sidecar <file>.json. The exported model is "
@@ -792,8 +814,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="image decoding workers for calibration")
     p.set_defaults(func=cmd_export)
 
+
+def _add_infer(sub) -> None:
+    """``inception infer``."""
     p = sub.add_parser("infer", help="predict images with an exported model (ONNX Runtime) or a checkpoint (PyTorch)",
-                       formatter_class=fmt,
+                       formatter_class=_FMT,
                        description="Predict an image, a folder of images, a dataset folder with class sub-folders or "
                                    "a list file. Preprocessing comes from the model's metadata. Files that cannot be "
                                    "read as images are reported and skipped. When labels are known (class folders, "
@@ -817,8 +842,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the accuracy figures to this JSON file")
     p.set_defaults(func=cmd_infer)
 
+
+def _add_serve(sub) -> None:
+    """``inception serve``."""
     p = sub.add_parser("serve", help="an HTTP inference server with dynamic batching, the OIP v2 API and a web page",
-                       formatter_class=fmt,
+                       formatter_class=_FMT,
                        description="Serve a model over HTTP: POST /v1/classify (images), the Open Inference "
                                    "Protocol v2 under /v2 (tensors), GET /metrics (Prometheus), a web page at / and "
                                    "the API reference at /docs. Concurrent requests are batched into one model call "
@@ -879,14 +907,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the event loop (auto: uvloop when installed, as with the serve extra; else asyncio)")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_bench(sub) -> None:
+    """``inception bench``."""
     p = sub.add_parser("bench", help="throughput of models (img/s, ms/step, memory, MFU), of the input pipeline and "
                                      "of inference runtimes; the GPU report",
-                       formatter_class=fmt,
+                       formatter_class=_FMT,
                        description="Honest throughput figures: medians over timed steps, warmup and compilation "
                                    "excluded. `inception bench SUBCOMMAND --help` for each.")
     bench = p.add_subparsers(dest="bench", metavar="SUBCOMMAND", required=True)
+    for add in (_add_bench_model, _add_bench_data, _add_bench_runtime, _add_bench_serve, _add_bench_gpu_report):
+        add(bench)
 
-    b = bench.add_parser("model", formatter_class=fmt,
+
+def _add_bench_model(bench) -> None:
+    """``inception bench model``."""
+    b = bench.add_parser("model", formatter_class=_FMT,
                          help="training and inference of models on synthetic data (default: both modes)",
                          description="Time training steps (forward, loss, backward, SGD step) and eval-mode "
                                      "inference of models on synthetic data already on the device: img/s, ms/step, "
@@ -942,7 +978,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.set_defaults(func=cmd_bench_model)
 
-    b = bench.add_parser("data", formatter_class=fmt,
+
+def _add_bench_data(bench) -> None:
+    """``inception bench data``."""
+    b = bench.add_parser("data", formatter_class=_FMT,
                          help="the trainer's input pipeline against plain torchvision (default: train)",
                          description="Time the trainer's loader on a dataset against the plain torchvision pipeline "
                                      "(ImageFolder + PIL + the same presets) with the same workers, batch, output "
@@ -967,7 +1006,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.set_defaults(func=cmd_bench_data)
 
-    b = bench.add_parser("runtime", formatter_class=fmt,
+
+def _add_bench_runtime(bench) -> None:
+    """``inception bench runtime``."""
+    b = bench.add_parser("runtime", formatter_class=_FMT,
                          help="inference runtimes side by side (default: PyTorch eager and ONNX Runtime)",
                          description="Compare inference runtimes: img/s and latency per batch size, in interleaved "
                                      "rounds, ratios against the first model/runtime of each batch size.")
@@ -991,7 +1033,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.set_defaults(func=cmd_bench_runtime)
 
-    b = bench.add_parser("serve", formatter_class=fmt,
+
+def _add_bench_serve(bench) -> None:
+    """``inception bench serve``."""
+    b = bench.add_parser("serve", formatter_class=_FMT,
                          help="load-test `inception serve`: dynamic batching vs --max-batch 1 vs `inception infer`",
                          description="Start `inception serve` on 127.0.0.1 (dynamic batching, then --max-batch 1) "
                                      "and load it with closed-loop HTTP clients (one image per POST /v1/classify) at "
@@ -1042,7 +1087,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.set_defaults(func=cmd_bench_serve)
 
-    b = bench.add_parser("gpu-report", formatter_class=fmt,
+
+def _add_bench_gpu_report(bench) -> None:
+    """``inception bench gpu-report``."""
+    b = bench.add_parser("gpu-report", formatter_class=_FMT,
                          help="every GPU figure of the README, with its peers, as one Markdown table",
                          description="In one short GPU window, most important first: GoogLeNet training at 224 in "
                                      "bf16 (eager, profiled, then compiled) against torchvision's, the fast CIFAR-10 "
@@ -1070,6 +1118,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE", help="also write every figure to this JSON file")
     b.add_argument("--log-dir", default=None, metavar="DIR", help="keep each step's full output there (STEP.log)")
     b.set_defaults(func=cmd_bench_gpu_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inception",
+        description="Train, evaluate, export and deploy Inception-family image classifiers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"inception {__version__}")
+    _add_verbosity(parser, default=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
+    # one function per command, in the order --help lists them
+    for add in (_add_models, _add_train, _add_convert, _add_convert_config, _add_eval, _add_plot, _add_runs,
+                _add_check_data, _add_prepare, _add_export, _add_infer, _add_serve, _add_bench):
+        add(sub)
     return parser
 
 
