@@ -1,4 +1,5 @@
-"""The HTTP app: :func:`create_app` builds a FastAPI app around one model.
+"""The HTTP app: :func:`create_app` builds a FastAPI app around one model (a :class:`Service`
+on ``app.state``) and includes the routers of :mod:`.routes`, one per protocol.
 
 Endpoints (the README's "Serving" section has curl examples):
 
@@ -27,7 +28,6 @@ Images are decoded and preprocessed in a thread pool (``workers`` threads) exact
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -36,25 +36,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect
 
 from .._version import __version__
 from ..errors import UserError
-from ..infer import Predictor, default_threads, load_predictor, softmax
-from . import oip
+from ..infer import Predictor, default_threads, load_predictor
+from . import routes
 from .admission import Admission
 from .batcher import Batcher
-from .docs import render_docs
 from .errors import ServeError
 from .images import DEFAULT_MAX_PIXELS, ImageDecoder
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 
 log = logging.getLogger("inception")
@@ -246,30 +240,6 @@ def default_name(path: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
 
-CLASSIFY_BODY = {"required": True, "content": {
-    "image/*": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                 "description": "one or more image files (any field name)"}}}}}}
-INFER_BODY = {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-            "datatype": {"type": "string", "enum": ["FP32", "BYTES"]},
-            "data": {"type": "array", "items": {}}}}},
-        "outputs": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string", "enum": list(oip.OUTPUTS)},
-            "parameters": {"type": "object", "properties": {"classification": {"type": "integer"}}}}}}}}}}}
-ERRORS = {code: {"description": desc, "content": {"application/json": {"example": {"error": "...", "kind": kind}}}}
-          for code, desc, kind in [(401, "bearer token missing or wrong", "unauthorized"),
-                                   (413, "body over --max-upload-mb, too many images, or too many pixels",
-                                    "too_large"),
-                                   (415, "a content type this endpoint does not read", "unsupported_media_type"),
-                                   (422, "not an image, truncated, a bad topk or tensor", "not_an_image")]}
-
-
 # Images waiting for the model, at most (TorchServe's job queue holds 100 requests).
 DEFAULT_MAX_QUEUE = 256
 # Requests in flight, at most: each holds at most --max-upload-mb of body and --max-images
@@ -343,171 +313,16 @@ def create_app(model: str | Path | Predictor, *, runtime: str = "auto", device: 
                   description="Image classification with an Inception-family model: `/v1/classify` for images, the "
                               "Open Inference Protocol v2 under `/v2` for tensors, Prometheus `/metrics`.")
     app.state.service = service
-    bearer = HTTPBearer(auto_error=False, description="the server's --api-key")
-
-    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        token = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(token.encode(), service.api_key.encode()):
-            raise ServeError("unauthorized", ("missing" if not token else "wrong") + " bearer token; send "
-                             "'Authorization: Bearer KEY' with the server's API key",
-                             headers={"WWW-Authenticate": "Bearer"})
-
-    protected = [Depends(authorize)] if service.api_key else []
-
-    # ------------------------------------------------------------------ errors
-
-    @app.exception_handler(ServeError)
-    async def _serve_error(request: Request, err: ServeError):
-        return service.error_response(err)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return service.error_response(ServeError(kind, f"{request.method} {request.url.path}: {exc.detail}",
-                                                 status=exc.status_code, headers=exc.headers))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        problems = exc.errors()
-        if any(p.get("loc", [None])[-1] == "topk" for p in problems):
-            got = request.query_params.get("topk")
-            return service.error_response(ServeError("bad_topk", f"topk must be an integer >= 1 (got '{got}')"))
-        text = "; ".join(f"{'.'.join(map(str, p.get('loc', [])))}: {p.get('msg')}" for p in problems)
-        return service.error_response(ServeError("bad_request", text[:300]))
-
-    @app.exception_handler(ClientDisconnect)
-    async def _disconnect(request: Request, exc: ClientDisconnect):
-        return service.error_response(ServeError("bad_request", "the client disconnected before sending the whole "
-                                                                "body", status=499))
-
-    # ------------------------------------------------------------------ metrics of every request
-
+    protected = [Depends(routes.authorize)] if service.api_key else []
+    for exc, handler in routes.EXCEPTION_HANDLERS.items():
+        app.add_exception_handler(exc, handler)
     app.add_middleware(Admission, max_concurrency=max_concurrency, body_timeout_s=body_timeout_s,
                        request_timeout_s=request_timeout_s, drain_bytes=2 * service.max_upload + 2**20,
                        metrics=service.metrics)
-    app.add_middleware(_Observe, service=service)
-
-    # ------------------------------------------------------------------ pages
-
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
-
-    @app.get("/", include_in_schema=False)
-    async def index():
-        return HTMLResponse(page)
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        return HTMLResponse(render_docs(app.openapi()))
-
-    # ------------------------------------------------------------------ v1
-
-    @app.get("/v1/model", dependencies=protected, tags=["v1"], summary="The model's metadata and the server's limits")
-    async def model_info():
-        return service.describe()
-
-    @app.post("/v1/classify", dependencies=protected, tags=["v1"], openapi_extra={"requestBody": CLASSIFY_BODY},
-              responses=ERRORS, summary="Classify one image (the body) or several (multipart file fields)",
-              description="Answers `{model, predictions: [{filename, topk: [{class, index, prob}]}], latency_ms, "
-                          "timing_ms: {decode, queue, model, batch_size}}`, predictions in the order sent.")
-    async def classify(request: Request, topk: int = Query(5, ge=1, description="classes per image")):
-        start = time.perf_counter()
-        content_type = request.headers.get("content-type", "")
-        media = content_type.split(";")[0].strip().lower()
-        if media == "multipart/form-data":
-            files = await service.read_multipart(request)
-        elif media in RAW_TYPES or media.startswith("image/"):
-            files = [("body", await service.read_body(request))]
-        else:
-            hint = (" (curl --data-binary sends this type unless told otherwise: add -H 'Content-Type: image/jpeg')"
-                    if media == "application/x-www-form-urlencoded" else "")
-            raise ServeError("unsupported_media_type", f"content type '{media}' is not read here; send the image "
-                                                       "as the body (image/*, application/octet-stream) or as "
-                                                       f"multipart/form-data file fields{hint}")
-        if len(files) > service.max_images:
-            raise ServeError("too_many_images", f"{len(files)} images in one request; this server takes at most "
-                                                f"{service.max_images}")
-        arrays, decode_s = await service.decode(files)
-        logits, timing = await service.predict(arrays)
-        probs = softmax(logits)
-        k = min(topk, service.num_classes)      # as infer: capped at the number of classes
-        order = np.argsort(-probs, axis=1)[:, :k]
-        predictions = [{"filename": name, "topk": [{"class": service.classes[j], "index": int(j),
-                                                    "prob": float(probs[row, j])} for j in order[row]]}
-                       for row, (name, _) in enumerate(files)]
-        service.images += len(files)
-        total = 1000 * (time.perf_counter() - start)
-        return JSONResponse({"model": service.name, "predictions": predictions, "latency_ms": round(total, 3),
-                             "timing_ms": {"decode": round(1000 * decode_s, 3), "queue": round(timing["queue"], 3),
-                                           "model": round(timing["model"], 3), "batch_size": timing["batch_size"]}})
-
-    # ------------------------------------------------------------------ v2 (Open Inference Protocol)
-
-    @app.get("/v2/health/live", tags=["v2"], summary="Liveness (no token needed)")
-    async def live():
-        return {"live": True}
-
-    @app.get("/v2/health/ready", tags=["v2"], summary="Readiness: the model is loaded and running (no token needed)")
-    async def ready():
-        ok = service.ready and service.batcher.running and service.batcher.healthy
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
-
-    @app.get("/v2", dependencies=protected, tags=["v2"], summary="Server metadata")
-    async def server_metadata():
-        return {"name": "inception", "version": __version__, "extensions": ["classification"]}
-
-    @app.get("/v2/models/{name}", dependencies=protected, tags=["v2"], summary="Model metadata: inputs and outputs")
-    async def v2_model(name: str):
-        service.check_model(name)
-        return oip.model_metadata(service.name, platform=service.platform(), image_size=service.image_size,
-                                  num_classes=service.num_classes, input_name=service.input_name)
-
-    @app.get("/v2/models/{name}/versions/{version}", dependencies=protected, tags=["v2"], include_in_schema=False)
-    async def v2_model_version(name: str, version: str):
-        return await v2_model(name)
-
-    @app.get("/v2/models/{name}/ready", dependencies=protected, tags=["v2"], summary="Model readiness")
-    async def v2_model_ready(name: str):
-        service.check_model(name)
-        ok = service.ready and service.batcher.running and service.batcher.healthy
-        return JSONResponse({"name": service.name, "ready": ok}, status_code=200 if ok else 503)
-
-    async def _infer(name: str, request: Request):
-        service.check_model(name)
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in ("application/json", ""):
-            raise ServeError("unsupported_media_type", f"content type '{media}' is not read here; send the inference "
-                                                       "request as application/json")
-        body = await service.read_body(request)
-        if not body:
-            raise ServeError("empty_body", "the body is empty; send an inference request as JSON")
-        loop = asyncio.get_running_loop()
-        req = await loop.run_in_executor(service.pool, lambda: oip.parse_infer_request(
-            body, input_name=service.input_name, image_size=service.image_size, max_images=service.max_images))
-        if req.datatype == "BYTES":
-            arrays, _ = await service.decode([(f"element {i}", data) for i, data in enumerate(req.images)])
-        else:
-            arrays = list(req.tensor)
-        logits, _ = await service.predict(arrays)
-        service.images += req.count
-        return JSONResponse(oip.infer_response(service.name, req, logits, softmax(logits), service.classes))
-
-    @app.post("/v2/models/{name}/infer", dependencies=protected, tags=["v2"], summary="Inference (OIP v2)",
-              openapi_extra={"requestBody": INFER_BODY}, responses=ERRORS,
-              description="One input: FP32 `[N,3,S,S]` (preprocessed as `GET /v1/model` describes) or BYTES `[N]` "
-                          "(base64 image files). Outputs `logits` and `probabilities` (FP32 `[N,classes]`); with "
-                          "`parameters.classification: K`, BYTES `[N,K]` strings `prob:index:label`.")
-    async def v2_infer(name: str, request: Request):
-        return await _infer(name, request)
-
-    @app.post("/v2/models/{name}/versions/{version}/infer", dependencies=protected, tags=["v2"],
-              include_in_schema=False)
-    async def v2_infer_version(name: str, version: str, request: Request):
-        return await _infer(name, request)
-
-    # ------------------------------------------------------------------ metrics
-
-    @app.get("/metrics", dependencies=protected, tags=["metrics"], summary="Prometheus metrics (text format)")
-    async def metrics():
-        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
-
+    app.add_middleware(_Observe, service=service)     # the metrics of every request
+    app.include_router(routes.pages)
+    app.include_router(routes.v1, dependencies=protected)
+    app.include_router(routes.health)                  # no token: load balancers ask
+    app.include_router(routes.v2, dependencies=protected)
+    app.include_router(routes.prometheus, dependencies=protected)
     return app
