@@ -234,6 +234,21 @@ def _take(d: dict, *keys: str) -> tuple[str, Any] | None:
 
 
 def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
+    """A MindSpore model-zoo config, section by section; then every key not yet seen that
+    MindSpore's scripts read and ours has no use for is listed with its reason."""
+    ms_model = _mindspore_model(b, d, hint)
+    ours = _mindspore_data(b, d)
+    _mindspore_optimizer(b, d, ms_model, ours)
+    _mindspore_schedule(b, d, ms_model, ours)
+    _mindspore_training(b, d)
+    _mindspore_precision_and_checkpoints(b, d, ms_model)
+    for key, reason in _MS_SKIP.items():
+        if key in d and key not in b.seen:
+            b.skip(key, d[key], reason)
+
+
+def _mindspore_model(b: _Builder, d: dict, hint: str | None) -> str | None:
+    """model.*: the MindSpore model's name (None: from --model only)."""
     # The model: a name key, else the config's folder or file name (mindspore-ai/models keeps
     # one config folder per model), else --model.
     found = None
@@ -262,8 +277,11 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
         else:
             b.skip("pad_mode", d["pad_mode"], "only pad_mode 'same' has an equivalent (model.options.variant: "
                    "mindspore, TensorFlow-style same padding)")
+    return ms_model
 
-    # Data.
+
+def _mindspore_data(b: _Builder, d: dict) -> str:
+    """data.*; returns our data.dataset."""
     ds = _take(d, "dataset_name", "ds_type")
     dataset = str(ds[1]).lower() if ds else "imagenet"
     if dataset not in ("cifar10", "imagenet", "imagenet2012"):
@@ -320,8 +338,11 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
         b.set(*workers, "data.workers", workers[1])
         if workers[0] == "work_nums" and "num_parallel_workers" in d:
             b.skip("num_parallel_workers", d["num_parallel_workers"], "the data workers come from work_nums")
+    return ours
 
-    # Optimizer.
+
+def _mindspore_optimizer(b: _Builder, d: dict, ms_model: str | None, ours: str) -> None:
+    """optim.*: the optimizer its train.py builds, and its keys."""
     optimizer = MINDSPORE_OPTIMIZER.get(ms_model or "", "sgd")
     b.set("(train.py)", {"sgd": "Momentum", "rmsprop": "RMSProp"}[optimizer], "optim.name", optimizer)
     for key, ours_key in (("momentum", "optim.momentum"), ("weight_decay", "optim.weight_decay")):
@@ -335,7 +356,9 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
     if not (ms_model == "googlenet" and ours == "cifar10"):   # googlenet's CIFAR-10 branch decays every parameter
         b.set("(train.py)", "no weight decay on BN and biases", "optim.no_decay_bn_bias", True)
 
-    _mindspore_schedule(b, d, ms_model, ours)
+
+def _mindspore_training(b: _Builder, d: dict) -> None:
+    """train.*: epochs, the batch (per device there, per process here), label smoothing."""
     epochs = _take(d, "epoch_size", "max_epoch")
     if epochs:
         b.set(*epochs, "train.epochs", epochs[1])
@@ -352,7 +375,9 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
     if gate:
         b.skip(*gate, f"switches {smooth[0] if smooth else 'label smoothing'} on or off (applied above)")
 
-    # Precision and checkpoints.
+
+def _mindspore_precision_and_checkpoints(b: _Builder, d: dict, ms_model: str | None) -> None:
+    """train.precision and loss scaling (amp_level), checkpoints, the seed, pretrained weights."""
     precision = {"o0": "fp32", "o1": "fp16", "o2": "fp16", "o3": "fp16", "auto": "fp16"}
     level = str(d.get("amp_level", "O0")).lower()
     if "amp_level" in d:
@@ -396,9 +421,6 @@ def _mindspore(b: _Builder, d: dict, hint: str | None) -> None:
         b.skip("resume", d["resume"], why if _set(d["resume"]) else "not set")
     if "start_epoch" in d:
         b.skip("start_epoch", d["start_epoch"], "runs start at epoch 1; --resume RUN continues one where it stopped")
-    for key, reason in _MS_SKIP.items():
-        if key in d and key not in b.seen:
-            b.skip(key, d[key], reason)
 
 
 def _set(value: Any) -> bool:
