@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-slow test-core test-all test-interop gpu-report gpu-data gpu-pylib clean
+.PHONY: install demo lint docs-check docs docs-serve test test-slow test-core test-all test-interop gpu-report gpu-data gpu-pylib clean
 
 install: $(STAMP)
 
@@ -26,8 +26,24 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 
-test: lint
+# The docs site must build with no warning (a broken link or anchor, a page missing from the nav). Not with
+# --quiet: mkdocs then drops warnings before --strict counts them (mkdocs issue #4126); the output shows on failure.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+
+docs-check: $(STAMP)
+	@site=$$(mktemp -d) && out=$$($(MKDOCS) build --strict --site-dir $$site 2>&1); rc=$$?; rm -rf $$site; \
+		if [ $$rc -ne 0 ]; then echo "$$out"; echo "mkdocs build --strict failed"; exit $$rc; fi
+
+test: lint docs-check
 	$(PY) -m pytest -q
+
+# The references (config keys, command line, models) are generated from the code, then the site is built into site/.
+docs: $(STAMP)
+	$(PY) docs/gen_reference.py
+	$(MKDOCS) build --strict
+
+docs-serve: $(STAMP)
+	$(MKDOCS) serve
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
@@ -65,7 +81,7 @@ $(STAMP_INTEROP): pyproject.toml constraints.txt
 test-interop: $(STAMP_INTEROP)
 	INCEPTION_INTEROP=1 $(PY_INTEROP) -m pytest -q tests/interop -p no:cacheprovider
 
-# Every GPU figure the README promises, with its peers, as one Markdown table and JSON, within an 8-minute budget
+# Every GPU figure the docs promise (docs/performance.md), with its peers, as one Markdown table and JSON, within an 8-minute budget
 # on one GPU (without CUDA, a tiny CPU smoke version of the same steps). Reads data/ (see gpu-data); or pass
 # ARGS="--data DIR --cifar PATH --budget SECONDS --only STEP...".
 gpu-report: $(STAMP) gpu-data

@@ -641,7 +641,7 @@ def _add_train(sub) -> None:
                         "--output-dir's newest checkpoint when it has one (see --no-resume)")
     p.add_argument("--nproc", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="data-parallel training on N devices of this node: starts torchrun with N processes "
-                        "(for several nodes, run torchrun yourself; see the README); default: 1, or torchrun's")
+                        "(for several nodes, run torchrun yourself; see docs/training.md); default: 1, or torchrun's")
     p.add_argument("--no-resume", action="store_true",
                    help="start from scratch even if --output-dir already holds checkpoints (by default the run "
                         "continues from its newest good checkpoint)")
@@ -1091,7 +1091,7 @@ def _add_bench_serve(bench) -> None:
 def _add_bench_gpu_report(bench) -> None:
     """``inception bench gpu-report``."""
     b = bench.add_parser("gpu-report", formatter_class=_FMT,
-                         help="every GPU figure of the README, with its peers, as one Markdown table",
+                         help="every GPU figure of docs/performance.md, with its peers, as one Markdown table",
                          description="In one short GPU window, most important first: GoogLeNet training at 224 in "
                                      "bf16 (eager, profiled, then compiled) against torchvision's, the fast CIFAR-10 "
                                      "recipe to its accuracy timed from the command's start, Inception v4 at 299 "

@@ -6,7 +6,7 @@
   model's compute: input- or compute-bound) and against the plain torchvision one
   (:func:`bench_pipeline`);
 * :mod:`.runtime`: inference on PyTorch eager and ONNX Runtime side by side;
-* :mod:`.report`: every GPU figure the README promises, as one Markdown table
+* :mod:`.report`: every GPU figure the docs promise, as one Markdown table
   (:func:`gpu_report`).
 """
 

@@ -1,4 +1,4 @@
-"""``inception bench gpu-report``: every GPU figure the README promises, with its peers, in one
+"""``inception bench gpu-report``: every GPU figure the docs promise, with its peers, in one
 run that fits a short GPU window, as a Markdown table (and JSON) written as each step ends.
 
 The steps (:data:`STEPS`), most important first; each is a row of the table with the command

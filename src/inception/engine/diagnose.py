@@ -4,7 +4,7 @@ relative to the weight itself (``inception models --init-gradients``).
 A convolution followed by BatchNorm is scale-invariant, so its gradient grows as its weight
 shrinks, and in a deep network the stem's can be many times its own norm: an SGD step of
 ``lr x |grad| / |w|`` then rewrites the layer, which is why a recipe that trains GoogLeNet can
-make Inception v3 or v4 diverge (README "Every seed architecture on Imagenette").
+make Inception v3 or v4 diverge (docs/results.md, "Every seed architecture on Imagenette").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The HTTP app: :func:`create_app` builds a FastAPI app around one model (a :class:`Service`
 on ``app.state``) and includes the routers of :mod:`.routes`, one per protocol.
 
-Endpoints (the README's "Serving" section has curl examples):
+Endpoints (docs/serving.md has curl examples):
 
 * ``POST /v1/classify[?topk=K]``: one image as the body (``image/*`` or
   ``application/octet-stream``), or any number of images as ``multipart/form-data`` file
@@ -243,7 +243,7 @@ def default_name(path: str | Path) -> str:
 # Images waiting for the model, at most (TorchServe's job queue holds 100 requests).
 DEFAULT_MAX_QUEUE = 256
 # Requests in flight, at most: each holds at most --max-upload-mb of body and --max-images
-# preprocessed inputs (README "Serving": the worst case of memory).
+# preprocessed inputs (docs/serving.md: the worst case of memory).
 DEFAULT_MAX_CONCURRENCY = 32
 
 

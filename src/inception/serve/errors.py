@@ -7,7 +7,7 @@ Every error the server sends is JSON ``{"error": "<one line>", "kind": "<kind>"}
 
 from __future__ import annotations
 
-# kind -> HTTP status: the whole vocabulary, documented in the README's "Serving" section
+# kind -> HTTP status: the whole vocabulary, documented in docs/serving.md
 KINDS = {
     "empty_body": 400,              # no bytes
     "bad_multipart": 400,           # malformed multipart, or no file in it

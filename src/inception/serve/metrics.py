@@ -26,7 +26,7 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("inception_requests", "HTTP requests answered, by endpoint (route) and status code",
                                 ["endpoint", "status"], registry=r)
-        self.errors = Counter("inception_errors", "error answers, by kind (see the README's Serving section)",
+        self.errors = Counter("inception_errors", "error answers, by kind (see docs/serving.md)",
                               ["kind"], registry=r)
         for kind in KINDS:
             self.errors.labels(kind)
