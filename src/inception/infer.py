@@ -323,19 +323,25 @@ def resolve_inputs(path: str | Path, classes: Sequence[str], *, root: str | Path
     return Inputs(samples, "dataset", unknown)
 
 
+def _eval_geometry(metadata: dict) -> tuple[int, float]:
+    """``(image_size, crop_pct)`` of a model's metadata, with the defaults."""
+    return int(metadata.get("image_size") or 224), float(metadata.get("crop_pct", 0.875))
+
+
 def preprocess_transform(metadata: dict):
     """The eval transform a model's metadata describes (PIL image -> normalized float tensor)."""
-    size = int(metadata.get("image_size") or 224)
+    size, crop_pct = _eval_geometry(metadata)
     return eval_transform(size=size, mean=metadata.get("mean", (0.485, 0.456, 0.406)),
                           std=metadata.get("std", (0.229, 0.224, 0.225)),
-                          interpolation=metadata.get("interpolation", "bilinear"),
-                          crop_pct=float(metadata.get("crop_pct", 0.875)))
+                          interpolation=metadata.get("interpolation", "bilinear"), crop_pct=crop_pct)
 
 
 def decode_side(metadata: dict) -> int:
-    """The short side :func:`preprocess_transform` resizes to: ``load_image(..., min_side=)``
-    may decode a large JPEG at reduced size down to it (infer and serve both do)."""
-    return int(int(metadata.get("image_size") or 224) / float(metadata.get("crop_pct", 0.875)))
+    """The short side :func:`preprocess_transform` resizes to (``eval_transform``'s
+    ``int(size / crop_pct)``): ``load_image(..., min_side=)`` may decode a large JPEG at
+    reduced size down to it (infer and serve both do)."""
+    size, crop_pct = _eval_geometry(metadata)
+    return int(size / crop_pct)
 
 
 class _ImageFiles(Dataset):

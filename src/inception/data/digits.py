@@ -31,8 +31,8 @@ def _load() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     pixels = F.interpolate(pixels, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     images = (pixels * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     labels = torch.from_numpy(target.astype(np.int64))
-    return {part: (images[torch.from_numpy(idx.astype(np.int64))], labels[torch.from_numpy(idx.astype(np.int64))])
-            for part, idx in parts.items()}
+    index = {part: torch.from_numpy(idx.astype(np.int64)) for part, idx in parts.items()}
+    return {part: (images[i], labels[i]) for part, i in index.items()}
 
 
 def digits_dataset(train: bool, transform: Callable | None = None) -> MemoryDataset:

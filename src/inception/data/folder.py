@@ -67,7 +67,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def open_image(source, name: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """``Image.open(source)`` restricted to :data:`IMAGE_FORMATS`, with the header's size
+    """Open ``source`` with Pillow, only as one of :data:`IMAGE_FORMATS` (``formats=``), with the header's size
     checked against ``max_pixels`` (None: no limit of ours) before any pixel is decoded. Raises
     :class:`UnsupportedImageError`, :class:`ImageTooLargeError` or :class:`ImageReadError`
     naming the file (``name``, default ``source``). Use it in a ``with`` block."""
