@@ -4,12 +4,15 @@ vendors, and a light `import inception` / `inception --help` (no ONNX, plotting 
 scikit-learn)."""
 
 import ast
+import importlib.metadata as md
+import re
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import inception
+from inception.extras import extra_of
 
 PKG = Path(inception.__file__).resolve().parent
 
@@ -92,3 +95,66 @@ def test_import_and_help_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", f"`import inception` / `inception --help` imported {out.stdout.strip()}"
+
+
+# Frameworks that only the interop tests import, from their own environments (`make test-interop`).
+_OTHER_ENVIRONMENTS = {"mindspore", "paddle", "paddleclas"}
+
+
+def _third_party_imports(roots) -> dict[str, set[str]]:
+    """``{top-level module: files importing it}`` over every import statement (lazy ones included)
+    of the Python files under ``roots``, without the standard library and this project's own."""
+    found = defaultdict(set)
+    repo = PKG.parent.parent
+    for root in roots:
+        for path in (repo / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in {"inception", "tests"}:
+                        found[top].add(str(path.relative_to(repo)))
+    return found
+
+
+def _declared() -> dict[str, set[str]]:
+    """``{group: normalised distribution names}`` of pyproject.toml: "core" and each extra."""
+    import tomllib  # noqa: PLC0415 - 3.11+; CI and the venvs run 3.11
+
+    project = tomllib.loads((PKG.parent.parent / "pyproject.toml").read_text())["project"]
+    groups = {"core": project["dependencies"], **project["optional-dependencies"]}
+
+    def name(req):
+        return re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower().replace("_", "-")
+    return {group: {name(r) for r in reqs} for group, reqs in groups.items()}
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party module the package, the tests or CI's scripts import comes from a
+    distribution that pyproject.toml names itself (core or an extra): a test that leans on what
+    another package happens to pull in (scipy through scikit-learn) breaks on a clean install, as
+    CI found. And each module the package imports outside the core maps to the extra the CLI names."""
+    declared = _declared()
+    everything = set().union(*declared.values())
+    dists = md.packages_distributions()
+    imports = _third_party_imports(["src", "tests", ".ci", "docs"])
+    assert {"torch", "numpy", "PIL", "pytest"} <= set(imports)                    # the scan saw the imports
+    undeclared = {}
+    for module, files in sorted(imports.items()):
+        if module in _OTHER_ENVIRONMENTS:
+            assert all(f.startswith("tests/interop/") for f in files), (module, files)
+            continue
+        names = {d.lower().replace("_", "-") for d in dists.get(module, ())}
+        if not names & everything:
+            undeclared[module] = sorted(files)[:3]
+    assert not undeclared, f"imported but not declared in pyproject.toml (module: files): {undeclared}"
+    package_only = {m for m, files in imports.items() if any(f.startswith("src/") for f in files)}
+    for module in sorted(package_only - _OTHER_ENVIRONMENTS):
+        names = {d.lower().replace("_", "-") for d in dists.get(module, ())}
+        if not names & declared["core"] and module != "timm":      # timm: bench's peer, a one-line UserError
+            assert extra_of(module), f"{module} is outside the core but inception/extras.py names no extra for it"

@@ -1,10 +1,10 @@
 """The optional parts of the install (pyproject's extras) and the modules each brings.
 
 The core (``pip install inception``) trains, evaluates and fine-tunes: torch, torchvision,
-numpy, pyyaml, tqdm, safetensors. Export, ONNX inference and INT8 need ``export``; the HTTP
-server ``serve``; curves and confusion-matrix images ``plot``. A command that reaches a
-module of a missing extra stops with one line naming the extra to install (:func:`extra_of`,
-used by the CLI)."""
+numpy, pyyaml, tqdm, safetensors, pillow. Export, ONNX inference and INT8 need ``export``; the
+HTTP server ``serve``; curves and confusion-matrix images ``plot``; MindSpore ``.ckpt`` files
+``vendor``. A command that reaches a module of a missing extra stops with one line naming the
+extra to install (:func:`extra_of`, used by the CLI)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart", "prometheus_client", "httpx",
               "httptools", "uvloop"),
     "plot": ("matplotlib",),
+    "vendor": ("google",),
     "tensorboard": ("tensorboard",),
 }
 
