@@ -22,6 +22,8 @@ def randomize_batchnorm(model: torch.nn.Module) -> None:
 
 
 # Smallest comfortable test input per model (v3/v4/irv2 need 75x75).
+# The tests' model list: every registered model, and a small input size it runs at (a new
+# architecture adds its line here; tests/models/test_cards.py checks that each has one).
 SMALL_SIZE = {"googlenet": 64, "googlenet_cifar": 32, "googlenet_v1": 64, "inception_v3": 75, "inception_v4": 75,
               "inception_resnet_v2": 75}
 

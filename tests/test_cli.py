@@ -162,3 +162,11 @@ def test_model_summary_tells_the_initialisation(capsys):
     assert "init (from scratch): He-normal convolutions" in out and "truncated normal with std 0.01" in out
     for name in ("googlenet_cifar", "inception_v3", "inception_v4", "inception_resnet_v2"):
         assert "He-normal" in get_model_info(name).init
+
+
+def test_model_summary_reads_the_card(capsys):
+    assert main(["models", "inception_v4"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "origin: Inception v4 of MindSpore" in out
+    assert "loads weights of: timm, MindSpore (variant=mindspore), PaddleClas (variant=paddleclas)" in out
+    assert "vendor configs: mindspore inceptionv4, paddleclas InceptionV4" in out

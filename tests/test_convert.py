@@ -13,7 +13,8 @@ from inception.errors import UserError
 from inception.export import export_checkpoint
 from inception.infer import load_predictor
 from inception.models import create_model, load_pretrained
-from inception.models import vendor as V
+from inception.models import googlenet as googlenet_mod
+from inception.models import googlenet_v1 as googlenet_v1_mod
 from tests.models.test_vendor import randomize_bn, vendor_names, write_ckpt, write_pdparams
 
 
@@ -23,7 +24,7 @@ def mindspore_googlenet(tmp_path_factory):
     model = create_model("googlenet", num_classes=4, variant="mindspore").eval()
     randomize_bn(model)
     path = tmp_path_factory.mktemp("ms") / "googlenet.ckpt"
-    write_ckpt(vendor_names(model, V._mindspore_googlenet), path)
+    write_ckpt(vendor_names(model, googlenet_mod._mindspore_renames), path)
     return model, path
 
 
@@ -34,7 +35,7 @@ def test_convert_mindspore_checkpoint_then_export_to_onnx(mindspore_googlenet, t
     assert main(["convert", str(src), str(tmp_path / "g.pt"), "--classes", str(classes)]) == 0
     out = capsys.readouterr().out
     assert "googlenet, variant=mindspore, 4 classes, from MindSpore weights" in out
-    restored, ckpt, cfg, _ = restore_model(tmp_path / "g.pt")
+    restored, ckpt, cfg, _, _ = restore_model(tmp_path / "g.pt")
     assert ckpt["class_names"] == ["tench", "english springer", "cassette player", "chain saw"]
     assert restored.variant == "mindspore" and ckpt["converted_from"]["source"] == "MindSpore"
     x = torch.randn(2, 3, 96, 96)
@@ -48,7 +49,7 @@ def test_convert_mindspore_checkpoint_then_export_to_onnx(mindspore_googlenet, t
 def test_convert_paddle_to_safetensors_is_a_pretrained_file(tmp_path):
     torch.manual_seed(0)
     model = create_model("googlenet_v1", num_classes=3).eval()
-    write_pdparams({k: v.numpy() for k, v in vendor_names(model, V._paddle_googlenet).items()},
+    write_pdparams({k: v.numpy() for k, v in vendor_names(model, googlenet_v1_mod._paddle_renames).items()},
                    tmp_path / "GoogLeNet.pdparams")
     r = convert(tmp_path / "GoogLeNet.pdparams", tmp_path / "g.safetensors")
     assert (r.arch, r.num_classes, r.source) == ("googlenet_v1", 3, "PaddleClas")

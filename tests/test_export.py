@@ -34,8 +34,7 @@ def test_fold_batchnorm_keeps_outputs(name):
     assert torch.allclose(out, ref, atol=1e-4 * max(1.0, ref.abs().max().item()), rtol=0)
 
 
-@pytest.mark.parametrize("name", ["googlenet", "googlenet_cifar", "inception_v3", "inception_v4",
-                                  "inception_resnet_v2"])
+@pytest.mark.parametrize("name", list(SMALL_SIZE))
 def test_onnx_round_trip_every_model(tmp_path, name):
     """Export, read the metadata back, infer a labelled folder: same predictions as PyTorch."""
     size = SMALL_SIZE[name]

@@ -57,6 +57,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         if info.init:
             print(textwrap.fill(info.init, width=110, initial_indent="  init (from scratch): ",
                                 subsequent_indent="    "))
+        card = info.card
+        print(textwrap.fill(card.origin, width=110, initial_indent="  origin: ", subsequent_indent="    "))
+        if card.layouts:
+            loads = [layout.label + "".join(f" ({k}={v})" for k, v in layout.options.items())
+                     for layout in card.layouts]
+            print(f"  loads weights of: {', '.join(loads)} (--pretrained, inception convert)")
+        if card.vendor_names:
+            print("  vendor configs: " + ", ".join(f"{v.zoo} {v.name}" for v in card.vendor_names)
+                  + " (inception convert-config)")
         print()
         rows = model_summary(args.name)
         print(f"  {'block':<16} {'type':<18} {'output shape':<22} {'params':>12}")

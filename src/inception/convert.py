@@ -18,7 +18,8 @@ from .config import Config, apply
 from .engine.checkpoint import CHECKPOINT_FORMAT, save_file, sha256_file
 from .errors import UserError
 from .models import apply_weights, create_model, read_weights
-from .models.pretrained import _LAYOUTS, LoadResult, detect_arch
+from .models.card import all_cards
+from .models.pretrained import LoadResult, detect_layout
 from .models.vendor import LABELS as VENDOR_LABELS
 
 
@@ -81,12 +82,11 @@ def convert(src: str | Path, dst: str | Path, *, model: str | None = None, optio
     elif extras:
         arch, file_options, source = extras.get("arch"), dict(extras.get("model_options") or {}), "inception"
     else:
-        arch, file_options = detect_arch(state_dict), {}
-        if arch is None:
-            raise UserError(f"'{src}' is not weights of a model this tool knows (MindSpore or PaddleClas GoogLeNet/"
-                            "InceptionV4, torchvision/timm googlenet, inception_v3, inception_v4, "
-                            "inception_resnet_v2, or ours)")
-        source = _LAYOUTS[arch][1]
+        found, file_options = detect_layout(state_dict), {}
+        if found is None:
+            known = ", ".join(f"{lay.label} {c.name}" for c in all_cards() for lay in c.layouts)
+            raise UserError(f"'{src}' is not weights of a model this tool knows ({known}, or ours)")
+        arch, source = found[0], found[1].source
     if model and model != arch:
         raise UserError(f"'{src}' holds {arch} weights, not {model}; leave --model out (it is read from the file)")
     file_options.update(options or {})
@@ -96,7 +96,7 @@ def convert(src: str | Path, dst: str | Path, *, model: str | None = None, optio
     names = _classes(class_names if class_names is not None else extras.get("class_names"), n)
     cfg = Config()
     apply(cfg, {"model": {"name": arch, "options": file_options, "num_classes": n},
-                "data": {"image_size": net.data_config.input_size[1]}}, " (convert)")
+                "data": {"image_size": loaded.data_config.input_size[1]}}, " (convert)")
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
@@ -106,8 +106,8 @@ def convert(src: str | Path, dst: str | Path, *, model: str | None = None, optio
         "model_options": file_options,
         "num_classes": n,
         "class_names": names,
-        "data_config": net.data_config.to_dict(),
-        "image_size": net.data_config.input_size[1],
+        "data_config": loaded.data_config.to_dict(),
+        "image_size": loaded.data_config.input_size[1],
         "model": net.state_dict(),
         "config": cfg.to_dict(),
         "best_source": "model",

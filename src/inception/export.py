@@ -311,8 +311,8 @@ def export_checkpoint(checkpoint: str | Path, *, fmt: str = "onnx", output: str 
     if opset is not None and not 18 <= opset <= 23:
         raise UserError(f"--opset {opset} is not supported by the exporter; use 18 to 23")
 
-    model, ckpt, cfg, ckpt_path = restore_model(checkpoint)
-    metadata = model_metadata(model, ckpt, cfg, image_size=image_size)
+    model, ckpt, cfg, ckpt_path, data_config = restore_model(checkpoint)
+    metadata = model_metadata(model, ckpt, cfg, image_size=image_size, data_config=data_config)
     metadata.update(format=fmt, batch_size=batch_size, source=str(ckpt_path))
     if fmt == "onnx":
         metadata["opset"] = opset or 18

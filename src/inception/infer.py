@@ -194,8 +194,8 @@ def load_torch_module(path: str | Path, kind: str | None = None) -> tuple[object
     path = Path(path)
     kind = kind or model_kind(path)
     if kind == "checkpoint":
-        model, ckpt, cfg, _ = restore_model(path)
-        return model, model_metadata(model, ckpt, cfg)
+        model, ckpt, cfg, _, data_config = restore_model(path)
+        return model, model_metadata(model, ckpt, cfg, data_config=data_config)
     if not path.is_file():
         raise UserError(f"model file '{path}' does not exist; check --model")
     metadata = read_metadata(path)

@@ -24,20 +24,23 @@ from ._version import __version__
 from .config import DataCfg
 from .data import eval_preprocessing
 from .errors import UserError
-from .spec import METADATA_KEY
+from .spec import METADATA_KEY, DataConfig
 
 METADATA_VERSION = 1
 METADATA_FILE = "inception.json"        # name inside TorchScript / ExportedProgram archives
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def model_metadata(model, ckpt: dict | None, cfg, *, image_size: int | None = None) -> dict:
+def model_metadata(model, ckpt: dict | None, cfg, *, image_size: int | None = None,
+                   data_config: DataConfig | None = None) -> dict:
     """What a deployer needs to run ``model`` (restored from checkpoint ``ckpt`` trained
-    with config ``cfg``): its class names and its eval preprocessing, as plain values."""
+    with config ``cfg``, preprocessing ``data_config``, by default the model card's): its class
+    names and its eval preprocessing, as plain values."""
+    dc = data_config or model.data_config
     # a bare model (no training config): the model's own eval preprocessing (imagenet-style crop)
-    pre = eval_preprocessing(cfg.data if cfg is not None else DataCfg(dataset="folder"), model.data_config)
+    pre = eval_preprocessing(cfg.data if cfg is not None else DataCfg(dataset="folder"), dc)
     if image_size:
-        dc_min = model.data_config.min_input_size
+        dc_min = dc.min_input_size
         if image_size < dc_min:
             raise UserError(f"image size {image_size} is below {model.arch}'s minimum {dc_min}; "
                             f"use --image-size {dc_min} or more")

@@ -26,14 +26,21 @@ import yaml
 from . import config
 from .config import read_documents
 from .errors import UserError
+from .models.card import VENDOR_ZOOS, all_cards
 
-# Vendor model -> (our model, model.options). MindSpore names are compared lower-case without
-# "_" or "-" (net_name: GoogleNet, file_name: inceptionv4, or the config's folder name).
-MODELS: dict[str, dict[str, tuple[str, dict]]] = {
-    "mindspore": {"googlenet": ("googlenet", {"variant": "mindspore"}),
-                  "inceptionv4": ("inception_v4", {"variant": "mindspore"})},
-    "paddleclas": {"GoogLeNet": ("googlenet_v1", {}), "InceptionV4": ("inception_v4", {"variant": "paddleclas"})},
-}
+
+def vendor_models() -> dict[str, dict[str, tuple[str, dict]]]:
+    """``{zoo: {vendor model name: (our model, model.options)}}``, from the model cards'
+    ``vendor_names``. MindSpore names are compared lower-case without "_" or "-" (net_name:
+    GoogleNet, file_name: inceptionv4, or the config's folder name)."""
+    out: dict[str, dict[str, tuple[str, dict]]] = {zoo: {} for zoo in VENDOR_ZOOS}
+    for card in all_cards():
+        for v in card.vendor_names:
+            out[v.zoo][v.name] = (card.name, dict(v.options))
+    return out
+
+
+MODELS = vendor_models()
 # What the MindSpore train.py of each model uses, not written in its config file.
 MINDSPORE_OPTIMIZER = {"googlenet": "sgd", "inceptionv4": "rmsprop"}
 

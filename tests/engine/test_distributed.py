@@ -16,7 +16,7 @@ from inception.engine import distributed as dist_utils
 from inception.engine.checkpoint import load_checkpoint
 from inception.engine.evaluate import evaluate
 from inception.engine.loop import train
-from inception.models import register_model
+from inception.models import ModelCard, register_model
 from inception.models.layers import DataConfig, InceptionBase
 
 
@@ -28,7 +28,7 @@ class TinyNet(InceptionBase):
     def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__()
         self.num_classes, self.num_features = num_classes, 16
-        self.data_config = DataConfig(input_size=(3, 16, 16), min_input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+        self._data_config = DATA
         self.stem = nn.Sequential(nn.Conv2d(in_chans, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                   nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -39,8 +39,13 @@ class TinyNet(InceptionBase):
         return self.stem(x)
 
 
+DATA = DataConfig(input_size=(3, 16, 16), min_input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
 def _register():
-    register_model("tinynet", TinyNet, "test-only BN-free model")
+    register_model(ModelCard(name="tinynet", builder=TinyNet, description="test-only BN-free model",
+                             origin="the tests", data_config=DATA, params=2_650, macs=1, num_features=16,
+                             init="PyTorch's default"))
 
 
 @pytest.fixture
@@ -49,7 +54,7 @@ def tinynet():
     yield
     from inception.models import registry
 
-    registry._REGISTRY.pop("tinynet", None)
+    registry.unregister_model("tinynet")
 
 
 def _free_port() -> int:

@@ -195,7 +195,7 @@ def test_mindspore_googlenet(ms, ms_nets, tmp_path):
 
     # inception convert, then the checkpoint as eval / export restore it
     assert main(["convert", str(ckpt), str(tmp_path / "googlenet.pt")]) == 0
-    model, saved, _, _ = restore_model(tmp_path / "googlenet.pt")
+    model, saved, _, _, _ = restore_model(tmp_path / "googlenet.pt")
     assert saved["arch"] == "googlenet" and model.variant == "mindspore"
     with torch.no_grad():
         compare("MindSpore GoogLeNet (.ckpt -> convert -> restore_model)", theirs, model(torch.from_numpy(x)))
@@ -289,7 +289,7 @@ def test_paddleclas_inception_v4(paddle, tmp_path):
         compare("PaddleClas InceptionV4 (.pdparams)", theirs, ours(torch.from_numpy(x)))
 
     assert main(["convert", str(path), str(tmp_path / "inception_v4.pt")]) == 0
-    model, saved, _, _ = restore_model(tmp_path / "inception_v4.pt")
+    model, saved, _, _, _ = restore_model(tmp_path / "inception_v4.pt")
     assert saved["arch"] == "inception_v4" and model.variant == "paddleclas"
     with torch.no_grad():
         compare("PaddleClas InceptionV4 (.pdparams -> convert -> restore_model)", theirs,

@@ -11,7 +11,7 @@ from inception.models.layers import BlurMaxPool2d
 
 from ..conftest import SMALL_SIZE
 
-ALL = ["googlenet", "googlenet_cifar", "googlenet_v1", "inception_v3", "inception_v4", "inception_resnet_v2"]
+ALL = list(SMALL_SIZE)
 
 # Reference implementations' counts at 1000 classes (torchvision / timm).
 REFERENCE_PARAMS = [
@@ -107,7 +107,7 @@ def test_minimum_input_size_is_exact(name):
         with pytest.raises(ValueError, match=rf"{name}.*at least {m}x{m}"):
             model(torch.randn(1, 3, m - 1, m + 10))
     # Below the minimum the network itself cannot run: the check is not over-cautious.
-    model.data_config = model.data_config.replace(min_input_size=1)
+    model._data_config = model.data_config.replace(min_input_size=1)
     with pytest.raises(RuntimeError):
         with torch.no_grad():
             model(torch.randn(1, 3, m - 1, m - 1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inception.errors import CheckpointError
-from inception.models import create_model, load_pretrained
+from inception.models import create_model, get_card, load_pretrained
 from inception.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from inception.models.pretrained import CHECKPOINT_FORMAT, read_weights
 
@@ -44,6 +44,7 @@ def test_reference_weights_give_identical_outputs(tmp_path, name, kwargs, make_r
     torch.save(ref.state_dict(), path)
 
     ours = create_model(name, **kwargs)
+    card_dc = ours.data_config
     result = load_pretrained(ours, path)
     ours.eval()
     assert result.source == source and result.arch == name
@@ -52,7 +53,9 @@ def test_reference_weights_give_identical_outputs(tmp_path, name, kwargs, make_r
     with torch.no_grad():
         expected, got = ref(x), ours(x)
     assert (got - expected).abs().max().item() < 1e-4
-    assert ours.data_config.mean == (0.5, 0.5, 0.5) and ours.data_config.std == (0.5, 0.5, 0.5)
+    # the weights' preprocessing comes with the result; the model's own stays its card's
+    assert result.data_config.mean == (0.5, 0.5, 0.5) and result.data_config.std == (0.5, 0.5, 0.5)
+    assert ours.data_config == card_dc == get_card(name).data_config_for(kwargs)
 
 
 def test_torchvision_transform_input_is_matched_by_data_config(tmp_path):
@@ -63,7 +66,7 @@ def test_torchvision_transform_input_is_matched_by_data_config(tmp_path):
     ref.eval()
     torch.save(ref.state_dict(), tmp_path / "tv.pth")
     ours = create_model("googlenet")
-    load_pretrained(ours, tmp_path / "tv.pth")
+    dc = load_pretrained(ours, tmp_path / "tv.pth").data_config
     ours.eval()
     raw = torch.rand(2, 3, 64, 64)
 
@@ -72,7 +75,7 @@ def test_torchvision_transform_input_is_matched_by_data_config(tmp_path):
 
     with torch.no_grad():
         expected = ref(norm(raw, IMAGENET_MEAN, IMAGENET_STD))
-        got = ours(norm(raw, ours.data_config.mean, ours.data_config.std))
+        got = ours(norm(raw, dc.mean, dc.std))
     assert (got - expected).abs().max().item() < 1e-4
 
 
@@ -162,7 +165,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(CheckpointError, match="state dict of tensors"):
         read_weights(tmp_path / "nottensors.pth")
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "alien.pth")
-    with pytest.raises(CheckpointError, match="is not a googlenet"):
+    with pytest.raises(CheckpointError, match=r"is not a state dict of a known layout \(googlenet, googlenet_v1, "):
         load_pretrained(create_model("googlenet"), tmp_path / "alien.pth")
 
 
@@ -200,7 +203,7 @@ def test_project_checkpoint_round_trip(tmp_path):
     dst = create_model("googlenet_cifar", num_classes=3)
     result = load_pretrained(dst, tmp_path / "ours.pt")
     assert result.source == "inception" and result.checkpoint["class_names"] == ["a", "b", "c"]
-    assert dst.data_config.mean == (0.1, 0.2, 0.3)
+    assert result.data_config.mean == (0.1, 0.2, 0.3) and dst.data_config.mean == IMAGENET_MEAN
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(dst.eval()(x), src(x))
@@ -235,11 +238,11 @@ def test_exported_safetensors_are_loaded_only_into_their_variant(tmp_path, arch,
     with pytest.raises(CheckpointError, match=f"--set model.options.variant={variant}"):
         load_pretrained(create_model(arch, num_classes=3), path)
     same = create_model(arch, num_classes=3, variant=variant).eval()
-    load_pretrained(same, path)
+    loaded = load_pretrained(same, path)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         assert torch.equal(same(x), source(x))
-    assert tuple(same.data_config.mean) == tuple(meta["mean"])
+    assert tuple(loaded.data_config.mean) == tuple(meta["mean"])
     # and a default-variant export refuses a vendor-variant model
     plain = create_model(arch, num_classes=3).eval()
     meta = model_metadata(plain, None, None, image_size=size)

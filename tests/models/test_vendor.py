@@ -17,6 +17,9 @@ from safetensors.torch import save_file
 
 from inception.errors import CheckpointError
 from inception.models import create_model, load_pretrained
+from inception.models import googlenet as googlenet_mod
+from inception.models import googlenet_v1 as googlenet_v1_mod
+from inception.models import inception_v4 as inception_v4_mod
 from inception.models import vendor as V
 from inception.models.layers import pad_same
 
@@ -87,7 +90,7 @@ def test_mindspore_googlenet_roundtrip(tmp_path, fmt):
     torch.manual_seed(0)
     model = create_model("googlenet", num_classes=7, variant="mindspore").eval()
     randomize_bn(model)
-    raw = vendor_names(model, V._mindspore_googlenet)
+    raw = vendor_names(model, googlenet_mod._mindspore_renames)
     assert "block3a.b2.1.bn.moving_variance" in raw and "classifier.weight" in raw
     raw["moments.conv1.conv.weight"] = torch.zeros(1)        # optimizer state saved beside the weights
     raw["mean_square.block3a.b1.conv.weight"] = torch.zeros(1)   # RMSProp's slots (the zoo's InceptionV4 recipe)
@@ -111,7 +114,7 @@ def test_mindspore_inception_v4_head_is_folded(tmp_path):
     torch.manual_seed(0)
     model = create_model("inception_v4", num_classes=5, variant="mindspore").eval()
     randomize_bn(model)
-    raw = vendor_names(model, V._mindspore_inception_v4)
+    raw = vendor_names(model, inception_v4_mod._mindspore_renames)
     g = torch.Generator().manual_seed(1)
     pos = lambda n: torch.rand(n, generator=g) + 0.5  # noqa: E731
     small = lambda *n: torch.randn(*n, generator=g) * 0.1  # noqa: E731
@@ -137,8 +140,8 @@ def test_mindspore_inception_v4_head_is_folded(tmp_path):
 
 
 @pytest.mark.parametrize("arch,build,options", [
-    ("googlenet_v1", V._paddle_googlenet, {}),
-    ("inception_v4", V._paddle_inception_v4, {"variant": "paddleclas"}),
+    ("googlenet_v1", googlenet_v1_mod._paddle_renames, {}),
+    ("inception_v4", inception_v4_mod._paddle_renames, {"variant": "paddleclas"}),
 ])
 def test_paddle_roundtrip(tmp_path, arch, build, options):
     torch.manual_seed(0)
@@ -173,7 +176,7 @@ def test_bfloat16_weights(tmp_path):
     assert got.dtype == torch.bfloat16 and torch.equal(got, w)
 
     raw = {k: v.bfloat16() for k, v in vendor_names(create_model("googlenet_v1", num_classes=3),
-                                                     V._paddle_googlenet).items()}
+                                                     googlenet_v1_mod._paddle_renames).items()}
     write_pdparams({k: v.view(torch.int16).numpy().view(np.uint16) for k, v in raw.items()}, tmp_path / "g.pdparams")
     assert torch.equal(V.read_pdparams(tmp_path / "g.pdparams")["_fc_out.weight"], raw["_fc_out.weight"])
     sd = V.read_vendor(tmp_path / "g.pdparams").state_dict
@@ -184,7 +187,7 @@ def test_bfloat16_weights(tmp_path):
 
 def test_paddle_v4_needs_its_variant(tmp_path):
     raw = {k: v.numpy() for k, v in vendor_names(create_model("inception_v4", variant="paddleclas"),
-                                                  V._paddle_inception_v4).items()}
+                                                  inception_v4_mod._paddle_renames).items()}
     write_pdparams(raw, tmp_path / "v4.pdparams")
     with pytest.raises(CheckpointError, match="variant=paddleclas"):
         load_pretrained(create_model("inception_v4"), tmp_path / "v4.pdparams")
@@ -240,14 +243,14 @@ def test_mindspore_dims_are_validated(tmp_path, dims):
 
 def test_partial_and_unknown_files_name_the_keys(tmp_path):
     model = create_model("googlenet", num_classes=3, variant="mindspore")
-    raw = vendor_names(model, V._mindspore_googlenet)
+    raw = vendor_names(model, googlenet_mod._mindspore_renames)
     del raw["block4c.b3.1.bn.gamma"]
     raw["extra.layer.weight"] = torch.zeros(2)
     write_ckpt(raw, tmp_path / "partial.ckpt")
     with pytest.raises(CheckpointError, match=r"missing block4c\.b3\.1\.bn\.gamma; unexpected extra\.layer\.weight"):
         load_pretrained(model, tmp_path / "partial.ckpt")
     write_ckpt({"foo.weight": torch.zeros(2)}, tmp_path / "other.ckpt")
-    with pytest.raises(CheckpointError, match="not a MindSpore GoogLeNet"):
+    with pytest.raises(CheckpointError, match=r"not a vendor checkpoint this tool knows \(MindSpore googlenet, "):
         load_pretrained(model, tmp_path / "other.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"\xff\xfe not protobuf at all" * 10)
     with pytest.raises(CheckpointError, match="not a MindSpore checkpoint"):
@@ -265,6 +268,6 @@ def test_cadene_inception_v4_pth_with_ddp_prefix(tmp_path):
     torch.save({"epoch": 3, "arch": "inceptionv4", "state_dict": sd, "best_acc1": torch.tensor(12.5),
                 "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, tmp_path / "model_best.pth.tar")
     other = create_model("inception_v4", num_classes=4).eval()
-    load_pretrained(other, tmp_path / "model_best.pth.tar", set_input_norm=False)
+    load_pretrained(other, tmp_path / "model_best.pth.tar")
     x = torch.randn(1, 3, 75, 75)
     torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)

@@ -15,14 +15,17 @@ from .conftest import RecordingPredictor
 
 
 class SlowPredictor(RecordingPredictor):
-    """Records batch sizes; each call waits until ``gate`` is set (or 5 s)."""
+    """Records batch sizes; each call waits until ``gate`` is set (or 5 s); ``entered`` is set
+    once a call is waiting there."""
 
     def __init__(self, inner) -> None:
         super().__init__(inner)
         self.gate = threading.Event()
+        self.entered = threading.Event()
 
     def __call__(self, batch):
         if self.calls is not None:
+            self.entered.set()
             self.gate.wait(5)
         return super().__call__(batch)
 
@@ -156,7 +159,10 @@ def test_a_client_that_leaves_is_dropped_from_the_queue(predictor, served):
         model.start()
         stays = Exchange([image])
         leaves = Exchange([image], then=0.2)      # disconnects 0.2 s after sending its body
-        tasks = [asyncio.create_task(app(_scope(), e.receive, e.send)) for e in (stays, leaves)]
+        tasks = [asyncio.create_task(app(_scope(), stays.receive, stays.send))]
+        # the first client's image holds the model (decode order is up to the threads: wait for it)
+        assert await asyncio.to_thread(model.entered.wait, 5)
+        tasks.append(asyncio.create_task(app(_scope(), leaves.receive, leaves.send)))
         await asyncio.sleep(0.6)
         model.gate.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 5)

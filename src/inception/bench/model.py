@@ -52,7 +52,7 @@ from ..engine.amp import Precision
 from ..engine.optim import build_optimizer
 from ..engine.step import TrainStep, check_compile_mode, compute_loss
 from ..errors import UserError
-from ..models import create_model
+from ..models import create_model, get_card, list_models, model_data_config
 from .common import align_table, device_label, percentile, sync
 
 log = logging.getLogger("inception")
@@ -60,11 +60,7 @@ log = logging.getLogger("inception")
 MODES = ("train", "infer")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUX_WEIGHT = 0.3   # the loss weight of auxiliary heads, as in the default config
-PEERS = ("torchvision", "timm")
-# The peers' own builds of our architectures: (library, model function or timm name).
-PEER_MODELS = {("torchvision", "googlenet"): "googlenet", ("torchvision", "inception_v3"): "inception_v3",
-               ("timm", "inception_v3"): "inception_v3", ("timm", "inception_v4"): "inception_v4",
-               ("timm", "inception_resnet_v2"): "inception_resnet_v2"}
+PEERS = ("torchvision", "timm")      # the peers' own builds of our architectures: each model card's `peers`
 
 @dataclass
 class BenchResult:
@@ -225,11 +221,11 @@ def _check_args(mode: str, precision: str, batch_size: int, steps: int, warmup: 
 def _peer_model(peer: str, model_name: str, num_classes: int, options: dict) -> nn.Module:
     """The peer library's own build of ``model_name`` (random weights), with the same
     auxiliary heads as ours (``aux_logits``)."""
-    name = PEER_MODELS.get((peer, model_name))
+    name = get_card(model_name).peers.get(peer)
     if peer not in PEERS:
         raise UserError(f"peer '{peer}' is not known; choose {' or '.join(PEERS)}")
     if name is None:
-        have = sorted(m for p, m in PEER_MODELS if p == peer)
+        have = [m for m in list_models() if peer in get_card(m).peers]
         raise UserError(f"{peer} has no {model_name}; its peers here: {', '.join(have)}")
     aux = bool(options.get("aux_logits", False))
     if peer == "torchvision":
@@ -293,7 +289,7 @@ def bench_model(model_name: str, *, mode: str = "train", batch_size: int = 64, i
         warmup = 1
 
     ours = create_model(model_name, num_classes=num_classes, **options)
-    dc = ours.data_config
+    dc = model_data_config(model_name, options)
     model = ours if peer is None else _peer_model(peer, model_name, num_classes, options)
     size = image_size or dc.input_size[1]
     if size < dc.min_input_size:

@@ -214,10 +214,11 @@ def set_rng_state(state: dict) -> None:
     accel.set_rng_states({k: v for k, v in state.items() if k not in ("python", "numpy", "torch")})
 
 
-def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, epoch: int, epoch_step: int,
-                     global_step: int, best_top1: float, metrics: dict | None, scaler: dict | None = None,
-                     ema=None) -> dict:
+def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, data_config, epoch: int,
+                     epoch_step: int, global_step: int, best_top1: float, metrics: dict | None,
+                     scaler: dict | None = None, ema=None) -> dict:
     """Everything a checkpoint holds: enough to resume, evaluate or export on its own.
+    ``data_config`` is the run's preprocessing (the model card's, with its weights' mean/std).
     ``(epoch, epoch_step)`` is where training goes on: batch ``epoch_step`` of epoch ``epoch``.
     With an EMA (:class:`~.ema.ModelEma`), ``ema`` holds its weights and ``best_source`` says
     which of ``model`` and ``ema`` scored higher at the last evaluation: the weights that
@@ -231,8 +232,8 @@ def checkpoint_state(*, cfg: Config, model, optimizer, scheduler, class_names, e
         "model_options": dict(cfg.model.options),
         "num_classes": model.num_classes,
         "class_names": list(class_names),
-        "data_config": model.data_config.to_dict(),
-        "image_size": cfg.data.image_size or model.data_config.input_size[1],
+        "data_config": data_config.to_dict(),
+        "image_size": cfg.data.image_size or data_config.input_size[1],
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -298,7 +299,8 @@ def save_checkpoint(state, epoch: int, epoch_step: int, best: bool = False) -> N
                         f"written, so the last good one stays in {state.run_dir / 'checkpoints'}; lower --lr "
                         "or enable optim.grad_clip")
     ckpt = checkpoint_state(cfg=state.cfg, model=state.raw_model, optimizer=state.optimizer,
-                            scheduler=state.scheduler, class_names=state.class_names, epoch=epoch,
+                            scheduler=state.scheduler, class_names=state.class_names,
+                            data_config=state.data_config, epoch=epoch,
                             epoch_step=epoch_step, global_step=state.global_step, best_top1=state.best_top1,
                             metrics=state.last_metrics, scaler=state.precision.state_dict(), ema=state.ema)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from ..data import build_eval_loader
 from ..errors import UserError
 from ..models import apply_weights, create_model, eval_weights
 from ..report import write_eval_report
+from ..spec import DataConfig
 from ..utils import atomic_write_text
 from .amp import Precision
 from .checkpoint import load_checkpoint, resolve_checkpoint
@@ -79,16 +81,25 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, criterion: nn.Mo
     }
 
 
-def restore_model(checkpoint: str | Path) -> tuple:
-    """``(model, checkpoint dict, Config, path)`` for a checkpoint file or run directory:
-    the model rebuilt with its options and weights (and data config), on the CPU, in eval mode.
-    The weights are the EMA's when the checkpoint says they scored higher (``best_source``)."""
+class Restored(NamedTuple):
+    model: nn.Module
+    ckpt: dict
+    cfg: Config
+    path: Path
+    data_config: DataConfig           # the run's preprocessing: the card's, with the checkpoint's mean/std
+
+
+def restore_model(checkpoint: str | Path) -> Restored:
+    """``(model, checkpoint dict, Config, path, data config)`` for a checkpoint file or run
+    directory: the model rebuilt with its options and weights, on the CPU, in eval mode, and the
+    preprocessing the run used. The weights are the EMA's when the checkpoint says they scored
+    higher (``best_source``)."""
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     cfg = apply(Config(), ckpt["config"], f" in {path}")
     model = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], **ckpt.get("model_options", {}))
-    apply_weights(model, eval_weights(ckpt), ckpt, path=path)
-    return model.eval(), ckpt, cfg, path
+    loaded = apply_weights(model, eval_weights(ckpt), ckpt, path=path)
+    return Restored(model.eval(), ckpt, cfg, path, loaded.data_config)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, dataset: str | None = None,
@@ -106,7 +117,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) and ``channels_last`` (None: the
     device's default) as in training: ``auto`` is bf16 autocast where the device has native
     bf16 (:func:`~inception.accel.speed_defaults`); ``speed`` in the result names the choice."""
-    model, ckpt, cfg, path = restore_model(checkpoint)
+    model, ckpt, cfg, path, data_config = restore_model(checkpoint)
     if dataset:
         apply(cfg, {"data": {"dataset": dataset}}, " (command line)")
     if data_dir:
@@ -121,7 +132,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     channels_last = defaults.channels_last if channels_last is None else channels_last
     amp = Precision(precision, dev)
     model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    loader = build_eval_loader(cfg.data, model.data_config, split=split, class_names=ckpt["class_names"],
+    loader = build_eval_loader(cfg.data, data_config, split=split, class_names=ckpt["class_names"],
                                batch_size=batch_size or cfg.train.batch_size, device=dev, channels_last=channels_last)
     classes = list(ckpt["class_names"])
     flip = cfg.train.tta_flip if tta_flip is None else tta_flip

@@ -30,7 +30,7 @@ from ..accel import resolve_device
 from ..config import Config
 from ..data import build_datasets, build_loaders
 from ..errors import UserError
-from ..models import apply_weights, create_model, read_weights, weights_data_config
+from ..models import apply_weights, create_model, model_data_config, read_weights, weights_data_config
 from ..runs import check_writable, new_run_dir, write_status
 from ..utils import seed_everything
 from . import distributed as dist_utils
@@ -114,12 +114,12 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     resume, ckpt, auto = find_resume(resume, run_dir, auto_resume=auto_resume, arch=cfg.model.name,
                                      explicit_dir=bool(cfg.train.output_dir))
 
-    # The model's preprocessing (pretrained weights or the checkpoint may change mean/std), then the data.
+    # The run's preprocessing: the model card's, with the mean/std of the checkpoint or pretrained weights.
     weights = read_weights(cfg.model.pretrained) if cfg.model.pretrained and ckpt is None else None
-    with torch.device("meta"):
-        probe = create_model(cfg.model.name, num_classes=1, **cfg.model.options)
+    data_config = model_data_config(cfg.model.name, cfg.model.options)
     source = ckpt if ckpt is not None else weights[1] if weights else None
-    data_config = weights_data_config(probe, source) if source is not None else probe.data_config
+    if source is not None:
+        data_config = weights_data_config(data_config, source)
     image_size = cfg.data.image_size or data_config.input_size[1]
     if image_size < data_config.min_input_size:
         raise UserError(f"data.image_size {image_size} is below {cfg.model.name}'s minimum "
@@ -139,7 +139,6 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
         apply_weights(model, *weights, path=cfg.model.pretrained)
     if cfg.model.freeze_backbone:
         log.info("frozen backbone: %.2fM parameters; training the classifier only", freeze_backbone(model) / 1e6)
-    model.data_config = data_config
     if ckpt is not None:
         load_own_state(model, ckpt["model"], resume)     # strict: a run resumes only its own model
     if cfg.train.sync_bn and info.enabled:
@@ -161,7 +160,7 @@ def setup(cfg: Config, *, run_dir: Path, resume, auto_resume: bool, progress: bo
     state = TrainState(
         cfg=cfg, info=info, device=device, run_dir=run_dir, model=wrapped, step=step, raw_model=model,
         optimizer=optimizer, scheduler=scheduler, precision=precision, criterion=criterion, train_loader=train_loader,
-        val_loader=val_loader, class_names=class_names, stop=stop, deadline=deadline, ema=ema,
+        val_loader=val_loader, class_names=class_names, data_config=data_config, stop=stop, deadline=deadline, ema=ema,
         progress=(sys.stderr.isatty() if progress is None else progress) and info.is_main)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

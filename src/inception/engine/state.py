@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..spec import DataConfig
 from . import distributed as dist_utils
 from .amp import Precision
 from .metrics import MetricsLog, topk_correct
@@ -50,6 +51,7 @@ class TrainState:
     train_loader: object
     val_loader: object
     class_names: list[str]
+    data_config: DataConfig           # the run's preprocessing (the card's, with its weights' mean/std): checkpointed
     stop: StopRequest
     deadline: Deadline
     metrics_log: MetricsLog | None = None

@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .card import ModelCard, Renames, VendorName, WeightLayout
 from .layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    INIT_DESCRIPTION,
     AuxOutputs,
     BasicConv2d,
     DataConfig,
@@ -39,6 +41,11 @@ from .layers import (
 )
 
 VARIANTS = ("torchvision", "mindspore")
+#: The preprocessing of the 224-pixel stem, and of the 32x32 CIFAR stem.
+DATA = DataConfig(input_size=(3, 224, 224), min_input_size=15, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  interpolation="bilinear", crop_pct=0.875)
+DATA_CIFAR = DataConfig(input_size=(3, 32, 32), min_input_size=2, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                        interpolation="bilinear", crop_pct=1.0)
 
 
 class Inception(nn.Module):
@@ -117,18 +124,13 @@ class GoogLeNet(InceptionBase):
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
             self.maxpool2 = pool(3)
-            self.data_config = DataConfig(input_size=(in_chans, 224, 224), min_input_size=15,
-                                          mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                          interpolation="bilinear", crop_pct=0.875)
         else:
             self.conv1 = BasicConv2d(in_chans, 64, kernel_size=3, stride=1, padding=1)
             self.maxpool1 = nn.Identity()
             self.conv2 = BasicConv2d(64, 64, kernel_size=1)
             self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
             self.maxpool2 = nn.Identity()
-            self.data_config = DataConfig(input_size=(in_chans, 32, 32), min_input_size=2,
-                                          mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                          interpolation="bilinear", crop_pct=1.0)
+        self._data_config = CARDS[0].data_config_for({"stem": stem, "in_chans": in_chans})
 
         self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
         self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
@@ -183,3 +185,46 @@ class GoogLeNet(InceptionBase):
         x, aux = self._features(x, with_aux)
         logits = self.forward_head(x)
         return AuxOutputs(logits, aux) if with_aux else logits
+
+
+BLOCK_NAMES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+
+
+def _mindspore_renames() -> Renames:
+    """MindSpore model zoo's GoogLeNet (``research/cv/googlenet``) -> ours."""
+    m = Renames()
+    for name in ("conv1", "conv2", "conv3"):
+        m.ms_convbn(name, name)
+    for b in BLOCK_NAMES:
+        src, dst = f"block{b}", f"inception{b}"
+        m.ms_convbn(f"{src}.b1", f"{dst}.branch1")
+        for i in (0, 1):
+            m.ms_convbn(f"{src}.b2.{i}", f"{dst}.branch2.{i}")
+            m.ms_convbn(f"{src}.b3.{i}", f"{dst}.branch3.{i}")
+        m.ms_convbn(f"{src}.b4", f"{dst}.branch4.1")
+    m.param("classifier.weight", "fc.weight")
+    m.param("classifier.bias", "fc.bias")
+    return m
+
+
+_INIT = (INIT_DESCRIPTION + "; torchvision's googlenet draws convolutions and linear layers from a truncated "
+         "normal with std 0.01 (cut at +-2, in effect a plain normal), which trains slowly from scratch")
+
+CARDS = (
+    ModelCard(
+        name="googlenet", builder=GoogLeNet, description="GoogLeNet / Inception v1 with BatchNorm (224 stem)",
+        origin="GoogLeNet of MindSpore and the Ascend PyTorch port; loads torchvision's and MindSpore's weights",
+        data_config=DATA, params=6_624_904, macs=1_498_376_192, num_features=1024, init=_INIT,
+        layouts=(WeightLayout("torchvision", "inception3a.branch1.conv.weight"),
+                 WeightLayout("mindspore", "block3a.b1.conv.weight", options={"variant": "mindspore"},
+                              renames=_mindspore_renames)),
+        vendor_names=(VendorName("mindspore", "googlenet", {"variant": "mindspore"}),),
+        peers={"torchvision": "googlenet"}, data_config_options={"stem": {"cifar": DATA_CIFAR}},
+    ),
+    ModelCard(
+        name="googlenet_cifar", builder=GoogLeNet, description="GoogLeNet with the 32x32 CIFAR stem",
+        origin="the same GoogLeNet with a 32x32 stem, for CIFAR-10 (our recipes)",
+        data_config=DATA_CIFAR, params=6_617_224, macs=1_452_056_576, num_features=1024, init=_INIT,
+        defaults={"stem": "cifar"}, data_config_options={"stem": {"imagenet": DATA}},
+    ),
+)

@@ -26,8 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .googlenet import GoogLeNet
+from .card import ModelCard, Renames, VendorName, WeightLayout
+from .googlenet import BLOCK_NAMES, GoogLeNet
 from .layers import IMAGENET_MEAN, IMAGENET_STD, AuxOutputs, DataConfig, InceptionBase
+
+DATA = DataConfig(input_size=(3, 224, 224), min_input_size=61, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  interpolation="bilinear", crop_pct=0.875)
 
 #: How :func:`init_paddleclas` starts the weights (for ``inception models googlenet_v1``).
 INIT = ("as PaddleClas: convolutions N(0, 2 / fan_in) (Paddle's default), linear layers uniform +-sqrt(3 / n) with "
@@ -90,9 +94,7 @@ class GoogLeNetV1(InceptionBase):
         self.num_classes = num_classes
         self.num_features = 1024
         self.aux_logits = aux_logits
-        self.data_config = DataConfig(input_size=(in_chans, 224, 224), min_input_size=61,
-                                      mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                      interpolation="bilinear", crop_pct=0.875)
+        self._data_config = CARDS[0].data_config_for({"in_chans": in_chans})
         self.conv1 = _conv(in_chans, 64, 7, stride=2)
         self.conv2 = _conv(64, 64, 1)
         self.conv3 = _conv(64, 192, 3)
@@ -157,3 +159,35 @@ def init_paddleclas(model: GoogLeNetV1) -> None:
             bound = (3.0 / fans.get(name, m.in_features)) ** 0.5
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
+
+
+def _paddle_renames() -> Renames:
+    """PaddleClas's GoogLeNet (``.pdparams``) -> ours."""
+    m = Renames()
+    for src, dst in (("_conv", "conv1"), ("_conv_1", "conv2"), ("_conv_2", "conv3")):
+        m.param(f"{src}._conv.weight", f"{dst}.weight")
+    branches = {"_conv1": "branch1", "_conv3r": "branch2.0", "_conv3": "branch2.1", "_conv5r": "branch3.0",
+                "_conv5": "branch3.1", "_convprj": "branch4.1"}
+    for b in BLOCK_NAMES:
+        for src, dst in branches.items():
+            m.param(f"_ince{b}.{src}._conv.weight", f"inception{b}.{dst}.weight")
+    # Paddle's dropout scales by (1 - p) at inference: 0.4 before the classifier, 0.7 in the aux heads.
+    m.paddle_linear("_fc_out", "fc", scale=0.6)
+    for i in (1, 2):
+        m.param(f"_conv_o{i}._conv.weight", f"aux{i}.conv.weight")
+        m.paddle_linear(f"_fc_o{i}", f"aux{i}.fc1")
+        m.paddle_linear(f"_out{i}", f"aux{i}.fc2", scale=0.3)
+    return m
+
+
+CARDS = (
+    ModelCard(
+        name="googlenet_v1", builder=GoogLeNetV1,
+        description="GoogLeNet as PaddleClas builds it: Inception v1 without BatchNorm, 5x5 branches, two aux heads",
+        origin="PaddleClas's GoogLeNet (no BatchNorm, two aux heads); loads its `.pdparams`",
+        data_config=DATA, params=11_535_736, macs=1_431_556_352, num_features=1024, init=INIT,
+        layouts=(WeightLayout("inception", "inception3a.branch1.weight"),     # ours (converted PaddleClas weights)
+                 WeightLayout("paddle", "_ince3a._conv1._conv.weight", renames=_paddle_renames)),
+        vendor_names=(VendorName("paddleclas", "GoogLeNet"),),
+    ),
+)

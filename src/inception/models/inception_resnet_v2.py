@@ -10,7 +10,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import INCEPTION_MEAN, INCEPTION_STD, BasicConv2d, DataConfig, InceptionBase, init_weights
+from .card import ModelCard, WeightLayout
+from .layers import (
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    INIT_DESCRIPTION,
+    BasicConv2d,
+    DataConfig,
+    InceptionBase,
+    init_weights,
+)
+
+DATA = DataConfig(input_size=(3, 299, 299), min_input_size=75, mean=INCEPTION_MEAN, std=INCEPTION_STD,
+                  interpolation="bicubic", crop_pct=0.8975)
 
 
 class Mixed_5b(nn.Module):
@@ -124,9 +136,7 @@ class InceptionResNetV2(InceptionBase):
         self.arch = "inception_resnet_v2"
         self.num_classes = num_classes
         self.num_features = 1536
-        self.data_config = DataConfig(input_size=(in_chans, 299, 299), min_input_size=75,
-                                      mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                                      interpolation="bicubic", crop_pct=0.8975)
+        self._data_config = CARDS[0].data_config_for({"in_chans": in_chans})
         self.conv2d_1a = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, kernel_size=3)
         self.conv2d_2b = BasicConv2d(32, 64, kernel_size=3, padding=1)
@@ -155,3 +165,17 @@ class InceptionResNetV2(InceptionBase):
         x = self.repeat_1(self.mixed_6a(x))
         x = self.repeat_2(self.mixed_7a(x))
         return self.conv2d_7b(self.block8(x))
+
+
+CARDS = (
+    ModelCard(
+        name="inception_resnet_v2", builder=InceptionResNetV2, description="Inception-ResNet-v2",
+        origin="Inception-ResNet-v2 as timm builds it (not in the vendor zoos); loads timm's weights",
+        data_config=DATA, params=55_843_464, macs=13_155_794_016, num_features=1536,
+        init=INIT_DESCRIPTION + "; timm's inception_resnet_v2 keeps PyTorch's default (Kaiming-uniform) "
+                                "initialisation",
+        # timm's names; Cadene's pretrainedmodels calls the classifier last_linear
+        layouts=(WeightLayout("timm", "mixed_5b.branch0.conv.weight", aliases=(("last_linear.", "classif."),)),),
+        peers={"timm": "inception_resnet_v2"},
+    ),
+)

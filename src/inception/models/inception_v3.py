@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .card import ModelCard, WeightLayout
 from .layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    INIT_DESCRIPTION,
     AuxOutputs,
     BasicConv2d,
     DataConfig,
@@ -24,6 +26,9 @@ from .layers import (
     init_weights,
     max_pool,
 )
+
+DATA = DataConfig(input_size=(3, 299, 299), min_input_size=75, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  interpolation="bilinear", crop_pct=0.875)
 
 
 class InceptionA(nn.Module):
@@ -164,9 +169,7 @@ class InceptionV3(InceptionBase):
         self.num_classes = num_classes
         self.num_features = 2048
         self.aux_logits = aux_logits
-        self.data_config = DataConfig(input_size=(in_chans, 299, 299), min_input_size=75,
-                                      mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                      interpolation="bilinear", crop_pct=0.875)
+        self._data_config = CARDS[0].data_config_for({"in_chans": in_chans})
         self.Conv2d_1a_3x3 = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
@@ -224,3 +227,16 @@ class InceptionV3(InceptionBase):
         x, aux = self._features(x, with_aux)
         logits = self.forward_head(x)
         return AuxOutputs(logits, aux) if with_aux else logits
+
+
+CARDS = (
+    ModelCard(
+        name="inception_v3", builder=InceptionV3, description="Inception v3",
+        origin="Inception v3 as torchvision builds it; loads torchvision's and timm's weights",
+        data_config=DATA, params=23_834_568, macs=5_713_216_096, num_features=2048,
+        init=INIT_DESCRIPTION + "; torchvision's inception_v3 uses a truncated normal with std 0.1 (0.01 for the "
+                                "aux head's 5x5 convolution, 0.001 for its classifier)",
+        layouts=(WeightLayout("torchvision/timm", "Mixed_5b.branch1x1.conv.weight"),),   # the same names
+        peers={"torchvision": "inception_v3", "timm": "inception_v3"},
+    ),
+)

@@ -23,9 +23,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import INCEPTION_MEAN, INCEPTION_STD, BasicConv2d, DataConfig, InceptionBase, init_weights
+from .card import ModelCard, Renames, VendorName, WeightLayout
+from .layers import (
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    INIT_DESCRIPTION,
+    BasicConv2d,
+    DataConfig,
+    InceptionBase,
+    init_weights,
+)
 
 VARIANTS = ("timm", "mindspore", "paddleclas")
+DATA = DataConfig(input_size=(3, 299, 299), min_input_size=75, mean=INCEPTION_MEAN, std=INCEPTION_STD,
+                  interpolation="bicubic", crop_pct=0.875)
 
 
 def _kernels(pairs: list[tuple[int, int]], flip: bool) -> list[dict]:
@@ -197,9 +208,7 @@ class InceptionV4(InceptionBase):
         self.arch = "inception_v4"
         self.num_classes = num_classes
         self.num_features = 1536
-        self.data_config = DataConfig(input_size=(in_chans, 299, 299), min_input_size=75,
-                                      mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                                      interpolation="bicubic", crop_pct=0.875)
+        self._data_config = CARDS[0].data_config_for({"in_chans": in_chans})
         self.features = nn.Sequential(
             BasicConv2d(in_chans, 32, kernel_size=3, stride=2),
             BasicConv2d(32, 32, kernel_size=3),
@@ -222,3 +231,115 @@ class InceptionV4(InceptionBase):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
+
+
+def _mindspore_renames() -> Renames:
+    """MindSpore's ``features`` holds Stem, 4 A, RedA, 7 B, RedB, 3 C; ours holds the stem's
+    six parts first, so block i of theirs (i >= 1) is block i + 5 of ours."""
+    m = Renames()
+
+    def cba(src: str, dst: str) -> None:            # their Conv2d wraps nn.Conv2dBnAct (conv, batchnorm)
+        m.ms_convbn(f"{src}.conv", dst, conv="conv", bn="batchnorm")
+
+    s = "features.0"
+    cba(f"{s}.conv2d_1a_3x3", "features.0")
+    cba(f"{s}.conv2d_2a_3x3", "features.1")
+    cba(f"{s}.conv2d_2b_3x3", "features.2")
+    cba(f"{s}.mixed_3a_branch_1", "features.3.conv")
+    for i in range(2):
+        cba(f"{s}.mixed_4a_branch_0.{i}", f"features.4.branch0.{i}")
+    for i in range(4):
+        cba(f"{s}.mixed_4a_branch_1.{i}", f"features.4.branch1.{i}")
+    cba(f"{s}.mixed_5a_branch_0", "features.5.conv")
+    for j in range(1, 17):
+        src, dst = f"features.{j}", f"features.{j + 5}"
+        if j <= 4 or 6 <= j <= 12:                   # InceptionA / InceptionB
+            n1, n2 = (2, 3) if j <= 4 else (3, 5)
+            cba(f"{src}.branch_0", f"{dst}.branch0")
+            for i in range(n1):
+                cba(f"{src}.branch_1.{i}", f"{dst}.branch1.{i}")
+            for i in range(n2):
+                cba(f"{src}.branch_2.{i}", f"{dst}.branch2.{i}")
+            cba(f"{src}.branch_3.1", f"{dst}.branch3.1")
+        elif j == 5:                                 # ReductionA
+            cba(f"{src}.branch_0", f"{dst}.branch0")
+            for i in range(3):
+                cba(f"{src}.branch_1.{i}", f"{dst}.branch1.{i}")
+        elif j == 13:                                # ReductionB
+            for i in range(2):
+                cba(f"{src}.branch_0.{i}", f"{dst}.branch0.{i}")
+            for i in range(4):
+                cba(f"{src}.branch_1.{i}", f"{dst}.branch1.{i}")
+        else:                                        # InceptionC
+            for a, b in (("branch_0", "branch0"), ("branch_1", "branch1_0"), ("branch_1_1", "branch1_1a"),
+                         ("branch_1_2", "branch1_1b"), ("branch_2.0", "branch2_0"), ("branch_2.1", "branch2_1"),
+                         ("branch_2.2", "branch2_2"), ("branch_2_1", "branch2_3a"), ("branch_2_2", "branch2_3b"),
+                         ("branch_3.1", "branch3.1")):
+                cba(f"{src}.{a}", f"{dst}.{b}")
+    # The head (bn0 -> dense -> batchnorm) is folded by _fold_mindspore_head.
+    for name in ("bn0.gamma", "bn0.beta", "bn0.moving_mean", "bn0.moving_variance", "softmax.dense.weight",
+                 "softmax.dense.bias", "softmax.batchnorm.gamma", "softmax.batchnorm.beta",
+                 "softmax.batchnorm.moving_mean", "softmax.batchnorm.moving_variance"):
+        m.param(name, "head:" + name)
+    return m
+
+
+def _fold_mindspore_head(head: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``BatchNorm1d(eps 1e-3) -> Linear -> BatchNorm1d(eps 1e-5)`` as one Linear (eval mode)."""
+    g = {k.split("head:")[-1]: v.double() for k, v in head.items()}
+    s0 = g["bn0.gamma"] / torch.sqrt(g["bn0.moving_variance"] + 1e-3)
+    t0 = g["bn0.beta"] - g["bn0.moving_mean"] * s0
+    w, b = g["softmax.dense.weight"], g["softmax.dense.bias"]
+    s1 = g["softmax.batchnorm.gamma"] / torch.sqrt(g["softmax.batchnorm.moving_variance"] + 1e-5)
+    weight = s1[:, None] * w * s0[None, :]
+    bias = s1 * (w @ t0 + b - g["softmax.batchnorm.moving_mean"]) + g["softmax.batchnorm.beta"]
+    return {"last_linear.weight": weight.float(), "last_linear.bias": bias.float()}
+
+
+def _paddle_renames() -> Renames:
+    m = Renames()
+    stem = {"_conv_1": "features.0", "_conv_2": "features.1", "_conv_3": "features.2", "_conv2": "features.3.conv",
+            "_conv1_1": "features.4.branch0.0", "_conv1_2": "features.4.branch0.1",
+            "_conv2_1": "features.4.branch1.0", "_conv2_2": "features.4.branch1.1",
+            "_conv2_3": "features.4.branch1.2", "_conv2_4": "features.4.branch1.3", "_conv3": "features.5.conv"}
+    for src, dst in stem.items():
+        m.paddle_convbn(f"_inception_stem.{src}", dst)
+    blocks = {
+        "A": {"_conv1": "branch3.1", "_conv2": "branch0", "_conv3_1": "branch1.0", "_conv3_2": "branch1.1",
+              "_conv4_1": "branch2.0", "_conv4_2": "branch2.1", "_conv4_3": "branch2.2"},
+        "B": {"_conv1": "branch3.1", "_conv2": "branch0", "_conv3_1": "branch1.0", "_conv3_2": "branch1.1",
+              "_conv3_3": "branch1.2", **{f"_conv4_{i + 1}": f"branch2.{i}" for i in range(5)}},
+        "C": {"_conv1": "branch3.1", "_conv2": "branch0", "_conv3_0": "branch1_0", "_conv3_1": "branch1_1a",
+              "_conv3_2": "branch1_1b", "_conv4_0": "branch2_0", "_conv4_00": "branch2_1", "_conv4_000": "branch2_2",
+              "_conv4_1": "branch2_3a", "_conv4_2": "branch2_3b"},
+    }
+    for kind, first, count in (("A", 6, 4), ("B", 11, 7), ("C", 19, 3)):
+        for i in range(count):
+            for src, dst in blocks[kind].items():
+                m.paddle_convbn(f"_inception{kind}_{i + 1}.{src}", f"features.{first + i}.{dst}")
+    for src, dst in {"_conv2": "branch0", "_conv3_1": "branch1.0", "_conv3_2": "branch1.1",
+                     "_conv3_3": "branch1.2"}.items():
+        m.paddle_convbn(f"_reductionA.{src}", f"features.10.{dst}")
+    for src, dst in {"_conv2_1": "branch0.0", "_conv2_2": "branch0.1", "_conv3_1": "branch1.0",
+                     "_conv3_2": "branch1.1", "_conv3_3": "branch1.2", "_conv3_4": "branch1.3"}.items():
+        m.paddle_convbn(f"_reductionB.{src}", f"features.18.{dst}")
+    m.paddle_linear("out", "last_linear", scale=0.8)          # Paddle's dropout 0.2, scaled at inference
+    return m
+
+
+CARDS = (
+    ModelCard(
+        name="inception_v4", builder=InceptionV4, description="Inception v4",
+        origin="Inception v4 of MindSpore, the Ascend PyTorch port and PaddleClas; loads theirs and timm's",
+        data_config=DATA, params=42_679_816, macs=12_253_974_624, num_features=1536,
+        init=INIT_DESCRIPTION + "; timm's inception_v4 keeps PyTorch's default (Kaiming-uniform) initialisation",
+        layouts=(WeightLayout("timm", "features.3.conv.conv.weight"),        # Cadene's names, which timm kept
+                 WeightLayout("mindspore", "features.0.conv2d_1a_3x3.conv.conv.weight",
+                              options={"variant": "mindspore"}, renames=_mindspore_renames, fold=_fold_mindspore_head),
+                 WeightLayout("paddle", "_inception_stem._conv_1._conv.weight", options={"variant": "paddleclas"},
+                              renames=_paddle_renames)),
+        vendor_names=(VendorName("mindspore", "inceptionv4", {"variant": "mindspore"}),
+                      VendorName("paddleclas", "InceptionV4", {"variant": "paddleclas"})),
+        peers={"timm": "inception_v4"},
+    ),
+)

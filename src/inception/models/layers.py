@@ -118,8 +118,8 @@ class InceptionBase(nn.Module):
     """The interface every model in the zoo implements.
 
     Subclasses build ``self.global_pool``, ``self.head_drop`` and the classifier named by
-    ``classifier_name``, set ``num_features``, ``num_classes`` and ``data_config``, and
-    implement ``forward_features``.
+    ``classifier_name``, set ``num_features``, ``num_classes`` and ``_data_config`` (from their
+    model card, :meth:`~.card.ModelCard.data_config_for`), and implement ``forward_features``.
     """
 
     classifier_name: str = "fc"
@@ -130,8 +130,15 @@ class InceptionBase(nn.Module):
 
     num_classes: int
     num_features: int
-    data_config: DataConfig
+    _data_config: DataConfig
     arch: str = ""
+
+    @property
+    def data_config(self) -> DataConfig:
+        """The preprocessing of this architecture as built: its card's for its options, read
+        only. What a checkpoint or weights file says (its mean/std) is the run's own data
+        config (``LoadResult.data_config``, the checkpoint's ``data_config``), never set here."""
+        return self._data_config
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 4:

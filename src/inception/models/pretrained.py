@@ -33,8 +33,9 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
-from ..spec import METADATA_KEY
+from ..spec import METADATA_KEY, DataConfig
 from ..utils import short_list
+from .card import WeightLayout, all_cards, card_of_class
 from .layers import INCEPTION_MEAN, INCEPTION_STD, InceptionBase
 from .vendor import LABELS as VENDOR_LABELS
 from .vendor import detect_vendor, read_vendor, to_ours
@@ -44,17 +45,6 @@ log = logging.getLogger("inception")
 #: Tag stored in every checkpoint this project writes.
 CHECKPOINT_FORMAT = "inception"
 
-# A key that only one architecture's state dict has, and where its weights come from.
-_LAYOUTS = {
-    "googlenet": ("inception3a.branch1.conv.weight", "torchvision"),
-    "googlenet_v1": ("inception3a.branch1.weight", "inception"),       # ours (converted PaddleClas weights)
-    "inception_v3": ("Mixed_5b.branch1x1.conv.weight", "torchvision/timm"),
-    "inception_v4": ("features.3.conv.conv.weight", "timm"),
-    "inception_resnet_v2": ("mixed_5b.branch0.conv.weight", "timm"),
-}
-_CLASS_ARCH = {"GoogLeNet": "googlenet", "GoogLeNetV1": "googlenet_v1", "InceptionV3": "inception_v3",
-               "InceptionV4": "inception_v4", "InceptionResNetV2": "inception_resnet_v2"}
-_KEY_ALIASES = {"inception_resnet_v2": {"last_linear.": "classif."}}
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -63,8 +53,11 @@ _PREFIXES = ("module.", "_orig_mod.")
 class LoadResult:
     """What :func:`load_pretrained` did."""
 
-    source: str                      # "inception", "torchvision", "timm" or "torchvision/timm"
+    source: str                      # the layout's: "inception", "torchvision", "timm", "torchvision/timm",
+                                     # "mindspore", "paddle"
     arch: str                        # the architecture the file holds
+    data_config: DataConfig | None = None    # the preprocessing these weights expect (the card's, with the
+                                             # file's mean/std): the run's own, never set on the model
     reinitialized: list[str] = field(default_factory=list)   # classifier keys left at init
     ignored: list[str] = field(default_factory=list)         # aux-head keys the model has no use for
     missing_aux: list[str] = field(default_factory=list)     # aux-head keys the file lacks
@@ -174,15 +167,27 @@ def _strip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def detect_layout(state_dict: dict[str, Tensor]) -> tuple[str, WeightLayout] | None:
+    """``(architecture, layout)`` of the model card whose (non-vendor) weight layout
+    ``state_dict`` has, by the layout's marker key; None when no card's does."""
+    return next(((card.name, layout) for card in all_cards() for layout in card.layouts
+                 if not layout.vendor and layout.marker in state_dict), None)
+
+
 def detect_arch(state_dict: dict[str, Tensor]) -> str | None:
     """The architecture whose layout ``state_dict`` has, or None."""
-    for arch, (key, _) in _LAYOUTS.items():
-        if key in state_dict:
-            return arch
-    return None
+    found = detect_layout(state_dict)
+    return found[0] if found else None
 
 
-def load_pretrained(model: InceptionBase, path: str | Path, *, set_input_norm: bool = True) -> LoadResult:
+def own_arch(model: InceptionBase) -> str:
+    """The architecture whose weight layouts ``model`` loads: the first card built by its class
+    (``googlenet`` for a ``googlenet_cifar``), else its own name."""
+    card = card_of_class(type(model).__name__)
+    return card.name if card is not None else model.arch
+
+
+def load_pretrained(model: InceptionBase, path: str | Path) -> LoadResult:
     """Load weights from ``path`` into ``model`` in place.
 
     * A classifier whose class count differs from the file's is left at its fresh
@@ -190,20 +195,25 @@ def load_pretrained(model: InceptionBase, path: str | Path, *, set_input_norm: b
     * Auxiliary-head weights the model has no heads for are ignored; aux heads the file
       lacks keep their initialisation, with a warning.
     * Any other missing, unexpected or mis-shaped key raises :class:`CheckpointError`.
-    * torchvision's and timm's ImageNet weights for these models expect inputs scaled to
-      [-1, 1] (torchvision's googlenet and inception_v3 do it inside with
-      ``transform_input=True``). With ``set_input_norm`` the model's ``data_config``
-      mean/std become 0.5 when such weights are loaded, so derived transforms are right.
+    * The result's ``data_config`` is the preprocessing the weights expect: torchvision's and
+      timm's ImageNet weights for these models want inputs scaled to [-1, 1] (torchvision's
+      googlenet and inception_v3 do it inside with ``transform_input=True``), so their mean/std
+      are 0.5; a project checkpoint brings its own. The model's own ``data_config`` (its card's)
+      is left as it is: build transforms from ``result.data_config``.
     """
     state_dict, extras = read_weights(path)
-    return apply_weights(model, state_dict, extras, path=path, set_input_norm=set_input_norm)
+    return apply_weights(model, state_dict, extras, path=path)
 
 
-def weights_data_config(model: InceptionBase, extras: dict):
-    """The model's data config as it will be once weights with these checkpoint ``extras``
-    are loaded (a project checkpoint restores its own mean/std; torchvision and timm
-    ImageNet weights use 0.5/0.5)."""
-    dc = model.data_config
+def weights_data_config(dc: DataConfig, extras: dict) -> DataConfig:
+    """The preprocessing ``dc`` (an architecture's, from its card) as weights with these
+    checkpoint ``extras`` expect it: a project checkpoint restores its own mean/std, an exported
+    file its header's; torchvision and timm ImageNet weights use 0.5/0.5; a vendor's recipe
+    normalises as the card says."""
+    if extras.get("vendor"):
+        return dc
+    if "exported" in extras:
+        extras = {"data_config": extras.get("data_config", {})}
     if extras:
         saved = extras.get("data_config")
         if isinstance(saved, dict):
@@ -212,14 +222,14 @@ def weights_data_config(model: InceptionBase, extras: dict):
     return dc.replace(mean=INCEPTION_MEAN, std=INCEPTION_STD)
 
 
-def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: dict, *, path: str | Path = "weights",
-                  set_input_norm: bool = True) -> LoadResult:
+def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: dict, *,
+                  path: str | Path = "weights") -> LoadResult:
     """:func:`load_pretrained` for weights already read by :func:`read_weights`."""
-    own_arch = _CLASS_ARCH.get(type(model).__name__, model.arch)
+    own = own_arch(model)
+    data_config = weights_data_config(model.data_config, extras)
     exported = extras.get("exported")
     if exported is not None:                # our own exported safetensors: its variant, its mean/std
         _check_exported(model, exported, path)
-        norm = {"data_config": extras["data_config"]} if "data_config" in extras else {}
         extras = {}
     vendor = extras.get("vendor")
     if vendor:
@@ -227,8 +237,8 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
         want = extras.get("model_options", {}).get("variant")
         options = f" --set model.options.variant={want}" if want else ""
         label = VENDOR_LABELS[source]
-        if file_arch != own_arch:
-            raise CheckpointError(f"'{path}' is a {label} {file_arch} checkpoint, not {own_arch}: use "
+        if file_arch != own:
+            raise CheckpointError(f"'{path}' is a {label} {file_arch} checkpoint, not {own}: use "
                                   f"--model {file_arch}{options} (or `inception convert {path} OUT.pt`)")
         if want and getattr(model, "variant", None) != want:
             raise CheckpointError(f"'{path}' is a {label} {file_arch} checkpoint: its outputs need the model built "
@@ -237,25 +247,25 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
     elif extras:
         source = CHECKPOINT_FORMAT
         file_arch = extras.get("arch", "?")
-        file_class_arch = _CLASS_ARCH.get(extras.get("model_class", ""), file_arch)
-        if file_arch != model.arch and file_class_arch != own_arch:
+        file_card = card_of_class(extras.get("model_class", ""))
+        if file_arch != model.arch and (file_card.name if file_card else file_arch) != own:
             raise CheckpointError(
                 f"checkpoint '{path}' is for model '{file_arch}', not '{model.arch}'; use --model {file_arch}"
             )
     else:
-        file_arch = detect_arch(state_dict)
-        if file_arch is None:
-            raise CheckpointError(
-                f"'{path}' is not a googlenet, inception_v3, inception_v4 or inception_resnet_v2 "
-                f"state dict (first keys: {short_list(list(state_dict), 3)})"
-            )
-        if file_arch != own_arch:
-            raise CheckpointError(f"'{path}' holds {file_arch} weights, not {own_arch}; use --model {file_arch}")
-        source = _LAYOUTS[file_arch][1]
-        for old, new in _KEY_ALIASES.get(file_arch, {}).items():
+        found = detect_layout(state_dict)
+        if found is None:
+            known = ", ".join(c.name for c in all_cards() if any(not lay.vendor for lay in c.layouts))
+            raise CheckpointError(f"'{path}' is not a state dict of a known layout ({known}; first keys: "
+                                  f"{short_list(list(state_dict), 3)})")
+        file_arch, layout = found
+        if file_arch != own:
+            raise CheckpointError(f"'{path}' holds {file_arch} weights, not {own}; use --model {file_arch}")
+        source = layout.source
+        for old, new in layout.aliases:
             state_dict = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state_dict.items()}
 
-    result = LoadResult(source=source, arch=file_arch, checkpoint=extras)
+    result = LoadResult(source=source, arch=file_arch, data_config=data_config, checkpoint=extras)
     target = model.state_dict()
     is_aux = lambda k: k.startswith(model.aux_keys) if model.aux_keys else False  # noqa: E731
     is_head = lambda k: k.startswith(model.classifier_keys)  # noqa: E731
@@ -305,6 +315,4 @@ def apply_weights(model: InceptionBase, state_dict: dict[str, Tensor], extras: d
         log.warning("%s has no auxiliary-head weights; the aux heads keep their initialisation", path)
     if result.ignored:
         log.info("%s: ignored %d auxiliary-head tensors (the model has no aux heads)", path, len(result.ignored))
-    if set_input_norm and not vendor:       # the vendors' recipes normalise as the model's defaults say
-        model.data_config = weights_data_config(model, norm if exported is not None and norm else extras)
     return result

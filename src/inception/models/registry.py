@@ -1,4 +1,4 @@
-"""Model registry: names -> constructors, with metadata computed from the models."""
+"""Model registry: names -> model cards (:mod:`.card`), and building models from them."""
 
 from __future__ import annotations
 
@@ -6,53 +6,58 @@ import difflib
 import fnmatch
 import functools
 import inspect
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import UserError
+from .card import ModelCard, card_names, close_names, find_card, register_card, unregister_card
 from .layers import DataConfig, InceptionBase
 from .pretrained import load_pretrained
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    builder: Callable[..., InceptionBase]
-    description: str
-    defaults: dict
-    init: str = ""
+def register_model(card: ModelCard) -> None:
+    """Register an architecture by its :class:`~.card.ModelCard` (the package's own models are
+    found by themselves: each model file's ``CARDS``). A card with missing fields is refused."""
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"register_model takes a ModelCard, got {type(card).__name__}")
+    if card.missing():
+        raise ValueError(f"model card '{card.name}' is incomplete: {', '.join(card.missing())}")
+    register_card(card)
 
 
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def register_model(name: str, builder: Callable[..., InceptionBase], description: str, *, init: str = "",
-                   **defaults) -> None:
-    """Register ``builder`` under ``name``; ``init`` says how its weights are initialised when trained
-    from scratch; ``defaults`` are keyword arguments it is called with."""
-    _REGISTRY[name] = _Entry(name, builder, description, defaults, init)
+def unregister_model(name: str) -> None:
+    """Remove a registered model (a test's, a plugin's); unknown names are ignored."""
+    unregister_card(name)
+    _info.cache_clear()
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in card_names() if fnmatch.fnmatch(n, pattern))
 
 
-def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+def get_card(name: str) -> ModelCard:
+    """The card of a registered model; an unknown name gets the closest one as a hint."""
+    card = find_card(name)
+    if card is None:
+        close = close_names(name)
         hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(list_models())}"
         raise UserError(f"unknown model '{name}': {hint}")
-    return _REGISTRY[name]
+    return card
+
+
+def model_data_config(name: str, options: dict | None = None) -> DataConfig:
+    """The preprocessing of model ``name`` built with ``options``, read from its card (no
+    model is built); a run then lets its checkpoint or weights file override mean/std."""
+    return get_card(name).data_config_for(options)
 
 
 def model_options(name: str) -> list[str]:
     """The keyword options ``create_model(name, ...)`` accepts."""
-    params = inspect.signature(_entry(name).builder).parameters
+    params = inspect.signature(get_card(name).builder).parameters
     return [p for p in params if p != "self"]
 
 
@@ -66,14 +71,14 @@ def create_model(name: str, num_classes: int = 1000, pretrained: str | None = No
             timm state dict in .pth/.pt/.safetensors); see :func:`load_pretrained`.
         **kwargs: model options, e.g. ``aux_logits=True``, ``stem="cifar"``, ``dropout=0.3``.
     """
-    entry = _entry(name)
+    card = get_card(name)
     options = model_options(name)
     bad = [k for k in kwargs if k not in options]
     if bad:
         close = difflib.get_close_matches(bad[0], options, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"valid options: {', '.join(options)}"
         raise UserError(f"model '{name}' has no option '{bad[0]}': {hint}")
-    model = entry.builder(num_classes=num_classes, **{**entry.defaults, **kwargs})
+    model = card.builder(num_classes=num_classes, **{**card.defaults, **kwargs})
     model.arch = name
     if pretrained:
         load_pretrained(model, pretrained)
@@ -82,7 +87,8 @@ def create_model(name: str, num_classes: int = 1000, pretrained: str | None = No
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Metadata of one registered model (computed by building it on the meta device)."""
+    """Metadata of one registered model: its card's, or for other options, measured on a
+    meta-device build."""
 
     name: str
     description: str
@@ -91,6 +97,8 @@ class ModelInfo:
     num_features: int
     data_config: DataConfig
     init: str = ""
+    origin: str = ""
+    card: ModelCard | None = None
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -124,24 +132,23 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _info(name: str, frozen_kwargs: tuple) -> ModelInfo:
+    card = get_card(name)
+    kwargs = dict(frozen_kwargs)
+    info = ModelInfo(name=name, description=card.description, params=card.params, macs=card.macs,
+                     num_features=card.num_features, data_config=card.data_config_for(kwargs), init=card.init,
+                     origin=card.origin, card=card)
+    if not kwargs:
+        return info                         # the card's own figures (the tests check them against a build)
     with torch.device("meta"):
-        model = create_model(name, **dict(frozen_kwargs))
-    return ModelInfo(
-        name=name,
-        description=_entry(name).description,
-        params=count_params(model),
-        macs=count_macs(model, model.data_config.input_size),
-        num_features=model.num_features,
-        data_config=model.data_config,
-        init=_entry(name).init,
-    )
+        model = create_model(name, **kwargs)
+    return replace(info, params=count_params(model), macs=count_macs(model, info.data_config.input_size),
+                   num_features=model.num_features)
 
 
 def get_model_info(name: str, **kwargs) -> ModelInfo:
-    """Parameters, MACs at the default input size, and preprocessing of a model.
-
-    ``kwargs`` are model options (``num_classes=10``, ``aux_logits=True``...).
-    """
+    """Parameters, MACs at the default input size, and preprocessing of a model, from its
+    card; ``kwargs`` (model options: ``num_classes=10``, ``aux_logits=True``...) are measured
+    on a meta-device build."""
     return _info(name, tuple(sorted(kwargs.items())))
 
 

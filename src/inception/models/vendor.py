@@ -12,7 +12,8 @@
   records, Paddle as ``uint16`` arrays of the bf16 bit patterns (numpy has no bfloat16);
   both are read as ``torch.bfloat16`` (exact in a float32 model).
 
-The layouts of four models are recognised from their names and renamed to ours:
+The layouts of four models are recognised from their names and renamed to ours, by the vendor
+layouts of the model cards (:class:`~.card.WeightLayout`; each table lives in its model file):
 
 ==========================  ===============================================================
 MindSpore GoogLeNet         ``googlenet`` with ``variant="mindspore"`` (TensorFlow ``same``
@@ -50,6 +51,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..safe_pickle import UnsafePickleError, load_numpy_pickle
+from .card import WeightLayout, all_cards
 
 # ---------------------------------------------------------------------------------------------
 # MindSpore .ckpt
@@ -173,10 +175,11 @@ def read_pdparams(path: str | Path) -> dict[str, Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Name maps
+# Renaming, by the vendor layouts of the model cards (each model file holds its own tables)
 
 #: How each source is named in messages.
 LABELS = {"mindspore": "MindSpore", "paddle": "PaddleClas"}
+
 
 @dataclass
 class VendorWeights:
@@ -193,196 +196,32 @@ class VendorWeights:
         return LABELS[self.source]
 
 
-_BN_MS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-_BN_PADDLE = {"weight": "weight", "bias": "bias", "_mean": "running_mean", "_variance": "running_var"}
 # Besides any "<slot>.<one of the model's parameters>" (an optimizer's per-parameter state):
 _MS_TRAINING_STATE = ("moments.", "accum.", "adam_m.", "adam_v.", "momentum_", "global_step", "learning_rate",
                       "momentum", "scale_sense", "current_iterator_step", "last_overflow_iterator_step",
                       "epoch_num", "step_num", "loss_scale", "beta1_power", "beta2_power")
 
 
-class _Mapper:
-    """Collects ``vendor name -> (our name, transform)`` for one layout."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, tuple[str, str]] = {}
-        self.bns: list[str] = []
-
-    def param(self, src: str, dst: str, how: str = "") -> None:
-        self.names[src] = (dst, how)
-
-    def ms_convbn(self, src: str, dst: str, conv: str = "conv", bn: str = "bn") -> None:
-        self.param(f"{src}.{conv}.weight", f"{dst}.conv.weight")
-        for a, b in _BN_MS.items():
-            self.param(f"{src}.{bn}.{a}", f"{dst}.bn.{b}")
-        self.bns.append(f"{dst}.bn")
-
-    def paddle_convbn(self, src: str, dst: str) -> None:
-        self.param(f"{src}._conv.weight", f"{dst}.conv.weight")
-        for a, b in _BN_PADDLE.items():
-            self.param(f"{src}._batch_norm.{a}", f"{dst}.bn.{b}")
-        self.bns.append(f"{dst}.bn")
-
-    def paddle_linear(self, src: str, dst: str, scale: float = 1.0) -> None:
-        self.param(f"{src}.weight", f"{dst}.weight", f"transpose*{scale}")
-        self.param(f"{src}.bias", f"{dst}.bias")
+def detect_vendor(raw: dict[str, Tensor]) -> tuple[str, WeightLayout] | None:
+    """``(architecture, vendor layout)`` of the model card whose vendor layout ``raw`` has (by
+    the layout's marker key), or None."""
+    return next(((card.name, layout) for card in all_cards() for layout in card.layouts
+                 if layout.vendor and layout.marker in raw), None)
 
 
-_GOOGLENET_BLOCKS = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
-
-
-def _mindspore_googlenet() -> _Mapper:
-    m = _Mapper()
-    for name in ("conv1", "conv2", "conv3"):
-        m.ms_convbn(name, name)
-    for b in _GOOGLENET_BLOCKS:
-        src, dst = f"block{b}", f"inception{b}"
-        m.ms_convbn(f"{src}.b1", f"{dst}.branch1")
-        for i in (0, 1):
-            m.ms_convbn(f"{src}.b2.{i}", f"{dst}.branch2.{i}")
-            m.ms_convbn(f"{src}.b3.{i}", f"{dst}.branch3.{i}")
-        m.ms_convbn(f"{src}.b4", f"{dst}.branch4.1")
-    m.param("classifier.weight", "fc.weight")
-    m.param("classifier.bias", "fc.bias")
-    return m
-
-
-def _paddle_googlenet() -> _Mapper:
-    m = _Mapper()
-    for src, dst in (("_conv", "conv1"), ("_conv_1", "conv2"), ("_conv_2", "conv3")):
-        m.param(f"{src}._conv.weight", f"{dst}.weight")
-    branches = {"_conv1": "branch1", "_conv3r": "branch2.0", "_conv3": "branch2.1", "_conv5r": "branch3.0",
-                "_conv5": "branch3.1", "_convprj": "branch4.1"}
-    for b in _GOOGLENET_BLOCKS:
-        for src, dst in branches.items():
-            m.param(f"_ince{b}.{src}._conv.weight", f"inception{b}.{dst}.weight")
-    # Paddle's dropout scales by (1 - p) at inference: 0.4 before the classifier, 0.7 in the aux heads.
-    m.paddle_linear("_fc_out", "fc", scale=0.6)
-    for i in (1, 2):
-        m.param(f"_conv_o{i}._conv.weight", f"aux{i}.conv.weight")
-        m.paddle_linear(f"_fc_o{i}", f"aux{i}.fc1")
-        m.paddle_linear(f"_out{i}", f"aux{i}.fc2", scale=0.3)
-    return m
-
-
-def _mindspore_inception_v4() -> _Mapper:
-    """MindSpore's ``features`` holds Stem, 4 A, RedA, 7 B, RedB, 3 C; ours holds the stem's
-    six parts first, so block i of theirs (i >= 1) is block i + 5 of ours."""
-    m = _Mapper()
-
-    def cba(src: str, dst: str) -> None:            # their Conv2d wraps nn.Conv2dBnAct (conv, batchnorm)
-        m.ms_convbn(f"{src}.conv", dst, conv="conv", bn="batchnorm")
-
-    s = "features.0"
-    cba(f"{s}.conv2d_1a_3x3", "features.0")
-    cba(f"{s}.conv2d_2a_3x3", "features.1")
-    cba(f"{s}.conv2d_2b_3x3", "features.2")
-    cba(f"{s}.mixed_3a_branch_1", "features.3.conv")
-    for i in range(2):
-        cba(f"{s}.mixed_4a_branch_0.{i}", f"features.4.branch0.{i}")
-    for i in range(4):
-        cba(f"{s}.mixed_4a_branch_1.{i}", f"features.4.branch1.{i}")
-    cba(f"{s}.mixed_5a_branch_0", "features.5.conv")
-    for j in range(1, 17):
-        src, dst = f"features.{j}", f"features.{j + 5}"
-        if j <= 4 or 6 <= j <= 12:                   # InceptionA / InceptionB
-            n1, n2 = (2, 3) if j <= 4 else (3, 5)
-            cba(f"{src}.branch_0", f"{dst}.branch0")
-            for i in range(n1):
-                cba(f"{src}.branch_1.{i}", f"{dst}.branch1.{i}")
-            for i in range(n2):
-                cba(f"{src}.branch_2.{i}", f"{dst}.branch2.{i}")
-            cba(f"{src}.branch_3.1", f"{dst}.branch3.1")
-        elif j == 5:                                 # ReductionA
-            cba(f"{src}.branch_0", f"{dst}.branch0")
-            for i in range(3):
-                cba(f"{src}.branch_1.{i}", f"{dst}.branch1.{i}")
-        elif j == 13:                                # ReductionB
-            for i in range(2):
-                cba(f"{src}.branch_0.{i}", f"{dst}.branch0.{i}")
-            for i in range(4):
-                cba(f"{src}.branch_1.{i}", f"{dst}.branch1.{i}")
-        else:                                        # InceptionC
-            for a, b in (("branch_0", "branch0"), ("branch_1", "branch1_0"), ("branch_1_1", "branch1_1a"),
-                         ("branch_1_2", "branch1_1b"), ("branch_2.0", "branch2_0"), ("branch_2.1", "branch2_1"),
-                         ("branch_2.2", "branch2_2"), ("branch_2_1", "branch2_3a"), ("branch_2_2", "branch2_3b"),
-                         ("branch_3.1", "branch3.1")):
-                cba(f"{src}.{a}", f"{dst}.{b}")
-    # The head (bn0 -> dense -> batchnorm) is folded by _fold_mindspore_v4_head.
-    for name in ("bn0.gamma", "bn0.beta", "bn0.moving_mean", "bn0.moving_variance", "softmax.dense.weight",
-                 "softmax.dense.bias", "softmax.batchnorm.gamma", "softmax.batchnorm.beta",
-                 "softmax.batchnorm.moving_mean", "softmax.batchnorm.moving_variance"):
-        m.param(name, "head:" + name)
-    return m
-
-
-def _paddle_inception_v4() -> _Mapper:
-    m = _Mapper()
-    stem = {"_conv_1": "features.0", "_conv_2": "features.1", "_conv_3": "features.2", "_conv2": "features.3.conv",
-            "_conv1_1": "features.4.branch0.0", "_conv1_2": "features.4.branch0.1",
-            "_conv2_1": "features.4.branch1.0", "_conv2_2": "features.4.branch1.1",
-            "_conv2_3": "features.4.branch1.2", "_conv2_4": "features.4.branch1.3", "_conv3": "features.5.conv"}
-    for src, dst in stem.items():
-        m.paddle_convbn(f"_inception_stem.{src}", dst)
-    blocks = {
-        "A": {"_conv1": "branch3.1", "_conv2": "branch0", "_conv3_1": "branch1.0", "_conv3_2": "branch1.1",
-              "_conv4_1": "branch2.0", "_conv4_2": "branch2.1", "_conv4_3": "branch2.2"},
-        "B": {"_conv1": "branch3.1", "_conv2": "branch0", "_conv3_1": "branch1.0", "_conv3_2": "branch1.1",
-              "_conv3_3": "branch1.2", **{f"_conv4_{i + 1}": f"branch2.{i}" for i in range(5)}},
-        "C": {"_conv1": "branch3.1", "_conv2": "branch0", "_conv3_0": "branch1_0", "_conv3_1": "branch1_1a",
-              "_conv3_2": "branch1_1b", "_conv4_0": "branch2_0", "_conv4_00": "branch2_1", "_conv4_000": "branch2_2",
-              "_conv4_1": "branch2_3a", "_conv4_2": "branch2_3b"},
-    }
-    for kind, first, count in (("A", 6, 4), ("B", 11, 7), ("C", 19, 3)):
-        for i in range(count):
-            for src, dst in blocks[kind].items():
-                m.paddle_convbn(f"_inception{kind}_{i + 1}.{src}", f"features.{first + i}.{dst}")
-    for src, dst in {"_conv2": "branch0", "_conv3_1": "branch1.0", "_conv3_2": "branch1.1",
-                     "_conv3_3": "branch1.2"}.items():
-        m.paddle_convbn(f"_reductionA.{src}", f"features.10.{dst}")
-    for src, dst in {"_conv2_1": "branch0.0", "_conv2_2": "branch0.1", "_conv3_1": "branch1.0",
-                     "_conv3_2": "branch1.1", "_conv3_3": "branch1.2", "_conv3_4": "branch1.3"}.items():
-        m.paddle_convbn(f"_reductionB.{src}", f"features.18.{dst}")
-    m.paddle_linear("out", "last_linear", scale=0.8)          # Paddle's dropout 0.2, scaled at inference
-    return m
-
-
-# key that only this layout has -> (source, our arch, model options, mapper)
-_VENDOR_LAYOUTS = {
-    "block3a.b1.conv.weight": ("mindspore", "googlenet", {"variant": "mindspore"}, _mindspore_googlenet),
-    "features.0.conv2d_1a_3x3.conv.conv.weight": ("mindspore", "inception_v4", {"variant": "mindspore"},
-                                                  _mindspore_inception_v4),
-    "_ince3a._conv1._conv.weight": ("paddle", "googlenet_v1", {}, _paddle_googlenet),
-    "_inception_stem._conv_1._conv.weight": ("paddle", "inception_v4", {"variant": "paddleclas"},
-                                             _paddle_inception_v4),
-}
-
-
-def detect_vendor(raw: dict[str, Tensor]) -> str | None:
-    """The distinctive key of the vendor layout ``raw`` has, or None."""
-    return next((key for key in _VENDOR_LAYOUTS if key in raw), None)
-
-
-def _fold_mindspore_v4_head(head: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``BatchNorm1d(eps 1e-3) -> Linear -> BatchNorm1d(eps 1e-5)`` as one Linear (eval mode)."""
-    g = {k.split("head:")[-1]: v.double() for k, v in head.items()}
-    s0 = g["bn0.gamma"] / torch.sqrt(g["bn0.moving_variance"] + 1e-3)
-    t0 = g["bn0.beta"] - g["bn0.moving_mean"] * s0
-    w, b = g["softmax.dense.weight"], g["softmax.dense.bias"]
-    s1 = g["softmax.batchnorm.gamma"] / torch.sqrt(g["softmax.batchnorm.moving_variance"] + 1e-5)
-    weight = s1[:, None] * w * s0[None, :]
-    bias = s1 * (w @ t0 + b - g["softmax.batchnorm.moving_mean"]) + g["softmax.batchnorm.beta"]
-    return {"last_linear.weight": weight.float(), "last_linear.bias": bias.float()}
+def vendor_models() -> str:
+    """The vendor layouts the cards know, for messages: "MindSpore googlenet, ..."."""
+    return ", ".join(f"{layout.label} {card.name}" for card in all_cards() for layout in card.layouts if layout.vendor)
 
 
 def to_ours(raw: dict[str, Tensor], path: str | Path) -> VendorWeights:
     """Rename a vendor state dict (MindSpore or Paddle names) to our model's."""
-    key = detect_vendor(raw)
-    if key is None:
-        raise CheckpointError(f"'{path}' is not a MindSpore GoogLeNet/InceptionV4 or PaddleClas GoogLeNet/InceptionV4 "
-                              f"checkpoint this tool knows (first keys: {', '.join(list(raw)[:3])})")
-    source, arch, options, build = _VENDOR_LAYOUTS[key]
-    mapper = build()
+    found = detect_vendor(raw)
+    if found is None:
+        raise CheckpointError(f"'{path}' is not a vendor checkpoint this tool knows ({vendor_models()}; first keys: "
+                              f"{', '.join(list(raw)[:3])})")
+    arch, layout = found
+    source, options, mapper = layout.source, layout.options, layout.renames()
     out: dict[str, Tensor] = {}
     head: dict[str, Tensor] = {}
     skipped, unknown = [], []
@@ -411,7 +250,7 @@ def to_ours(raw: dict[str, Tensor], path: str | Path) -> VendorWeights:
         raise CheckpointError(f"'{path}' looks like a {label} {arch} checkpoint but does not fit it "
                               f"({'; '.join(problems)}); is it complete, and from the model zoo's own network?")
     if head:
-        out.update(_fold_mindspore_v4_head(head))
+        out.update(layout.fold(head))
     for bn in mapper.bns:
         out[f"{bn}.num_batches_tracked"] = torch.tensor(0)
     return VendorWeights(source, arch, dict(options), out, skipped)
