@@ -391,6 +391,7 @@ def _tiny_cifar_archive(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow          # 56 s on 2 cores: every step of the report end to end; the steps' parts are tested below
 def test_gpu_report_runs_every_step_on_a_cpu(tmp_path, capsys):
     """`inception bench gpu-report` without CUDA: the tiny version of every step, end to end, each
     a child process; the Markdown and JSON hold every row, and each step's log is kept."""

@@ -49,6 +49,7 @@ def test_torch_compile_inductor(name):
         _close(compiled(x), model(x), 1e-4)
 
 
+@pytest.mark.slow      # 40 s for the six: test_export.py's round trip runs every model in ONNX Runtime too
 @pytest.mark.parametrize("name", ALL)
 def test_onnx_export_runs_in_onnxruntime(tmp_path, name):
     ort = pytest.importorskip("onnxruntime")

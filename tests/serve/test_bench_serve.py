@@ -69,6 +69,7 @@ def test_measure_counts_answers_errors_and_wrong_answers(served):
         assert junk.errors == junk.requests > 0 and set(junk.error_kinds) == {"415"} and junk.img_per_s == 0
 
 
+@pytest.mark.slow          # 20 s: three real servers under load; test_cli_bench_serve keeps one in the default suite
 def test_bench_serve_dynamic_vs_max_batch_1_vs_infer(served):
     """A real `inception serve` process per mode; every answer equals infer's top-1."""
     bench = bench_serve(served["onnx"], images=served["folder"], concurrency=(1, 4), duration=1.0, warmup=0.3,

@@ -1,6 +1,10 @@
 """A real `inception serve` process under overload, slow clients, shutdown mid-upload,
 `Connection: close` clients past the upload limit, and a fuzz of malformed bodies. Every test
-is bounded in time; the figures they measure are printed (`pytest -s`) for the README."""
+is bounded in time; the figures they measure are printed (`pytest -s`) for the README.
+
+Marked slow (67 s together on 2 cores): `make test-slow` and CI run them; the same admission,
+deadline, drain and failing-model logic is tested in-process by the default suite
+(test_admission.py, test_batcher.py, test_server.py's real-process SIGTERM drain)."""
 
 import base64
 import io
@@ -25,6 +29,8 @@ from inception.cli import main
 from inception.serve import ServerProcess
 
 from .conftest import png_header_only
+
+pytestmark = pytest.mark.slow
 
 BASE = ["--threads", "1", "--workers", "2", "--no-access-log"]
 
