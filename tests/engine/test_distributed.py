@@ -44,7 +44,7 @@ DATA = DataConfig(input_size=(3, 16, 16), min_input_size=8, mean=(0.5,) * 3, std
 
 def _register():
     register_model(ModelCard(name="tinynet", builder=TinyNet, description="test-only BN-free model",
-                             origin="the tests", data_config=DATA, params=2_650, macs=1, num_features=16,
+                             origin="the tests", data_config=DATA, params=19_768, macs=274_048, num_features=16,
                              init="PyTorch's default"))
 
 

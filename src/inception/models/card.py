@@ -163,9 +163,8 @@ _CARDS: dict[str, ModelCard] = {}
 
 
 def register_card(card: ModelCard) -> None:
-    """Register ``card`` under its name (a later card of the same name replaces it)."""
-    if not isinstance(card, ModelCard):
-        raise TypeError(f"register_model takes a ModelCard, got {type(card).__name__}")
+    """Register ``card`` under its name (a later card of the same name replaces it); checked by
+    :func:`~.registry.register_model`."""
     _CARDS[card.name] = card
 
 

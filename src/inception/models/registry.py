@@ -26,6 +26,7 @@ def register_model(card: ModelCard) -> None:
     if card.missing():
         raise ValueError(f"model card '{card.name}' is incomplete: {', '.join(card.missing())}")
     register_card(card)
+    _info.cache_clear()                     # a card replacing another of the same name
 
 
 def unregister_model(name: str) -> None:

@@ -51,7 +51,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 from ..safe_pickle import UnsafePickleError, load_numpy_pickle
-from .card import WeightLayout, all_cards
+from .card import SOURCES, WeightLayout, all_cards
 
 # ---------------------------------------------------------------------------------------------
 # MindSpore .ckpt
@@ -178,7 +178,7 @@ def read_pdparams(path: str | Path) -> dict[str, Tensor]:
 # Renaming, by the vendor layouts of the model cards (each model file holds its own tables)
 
 #: How each source is named in messages.
-LABELS = {"mindspore": "MindSpore", "paddle": "PaddleClas"}
+LABELS = {source: SOURCES[source] for source in ("mindspore", "paddle")}
 
 
 @dataclass
