@@ -194,3 +194,86 @@ def test_sync_bn_two_gpus(tmp_path):
     cmd = [sys.executable, "-m", "inception", "train", "--nproc", "2", "--epochs", "1", "--batch-size", "32",
            "--output-dir", str(tmp_path / "run"), "--set", "data.image_size=32", "--set", "train.sync_bn=true"]
     assert subprocess.run(cmd, timeout=600).returncode == 0
+
+
+def _store_clients(n: int):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    port = _free_port()
+    master = dist.TCPStore("127.0.0.1", port, None, is_master=True, timeout=timedelta(seconds=30),
+                           wait_for_workers=False)
+    return master, [dist.TCPStore("127.0.0.1", port, None, is_master=False, timeout=timedelta(seconds=30))
+                    for _ in range(n)]
+
+
+def test_the_start_name_ignores_keys_left_by_dead_processes():
+    """Rank 0 answers only ranks whose hello key changes while it watches: the hellos an earlier
+    start left behind (never changing) are not answered, and every live rank gets rank 0's name."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import timedelta
+
+    master, clients = _store_clients(3)
+    master.set("inception/hello/1", "dead-one:7")
+    master.set("inception/hello/2", "dead-two:3")
+    with ThreadPoolExecutor(3) as pool:
+        names = list(pool.map(lambda r: dist_utils.agree_on_start(clients[r], r, 3, timedelta(seconds=20)), range(3)))
+    assert len(set(names)) == 1 and len(names[0]) == 32, names
+    assert not master.check(["inception/ack/dead-one"]) and not master.check(["inception/ack/dead-two"])
+
+
+def test_a_rank_alone_times_out_with_a_message():
+    from datetime import timedelta
+
+    master, (rank1,) = _store_clients(1)
+    with pytest.raises(RuntimeError, match="rank 0 did not answer"):
+        dist_utils.agree_on_start(rank1, 1, 2, timedelta(seconds=0.5))
+    with pytest.raises(RuntimeError, match=r"ranks \[1\] did not join"):
+        dist_utils.agree_on_start(master, 0, 2, timedelta(seconds=0.5))
+
+
+_JOIN = """
+import sys, torch, torch.distributed as dist
+from inception.engine.distributed import init_distributed
+info, _ = init_distributed(torch.device("cpu"))
+t = torch.tensor([float(info.rank + 1)])
+dist.all_reduce(t)
+print("sum", int(t.item()))
+dist.destroy_process_group()
+"""
+
+
+def test_restarted_processes_join_though_their_restart_counts_differ(tmp_path):
+    """What torchrun does on two nodes when a rank dies: the store the agent hosts outlives the
+    processes, and the restarted ones get TORCHELASTIC_RESTART_COUNT 1 on the failed node but 0
+    on the other (restarted as a membership change). They must still form their group, not wait
+    for each other under different key prefixes or connect to the dead processes' addresses
+    (the hang CI saw on 2026-12-05 and 2026-12-07)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    port = _free_port()
+    agent_store = dist.TCPStore("127.0.0.1", port, None, is_master=True, timeout=timedelta(seconds=60),
+                               wait_for_workers=False)
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "TORCHELASTIC_USE_AGENT_STORE": "True", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+
+    def start(counts):
+        procs = [subprocess.Popen([sys.executable, "-c", _JOIN], text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT,
+                                  env={**env, "RANK": str(r), "LOCAL_RANK": "0", "TORCHELASTIC_RESTART_COUNT": c})
+                 for r, c in enumerate(counts)]
+        try:
+            outs = [p.communicate(timeout=90)[0] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        for p, out in zip(procs, outs):
+            assert p.returncode == 0 and "sum 3" in out, out[-3000:]
+
+    start(["0", "0"])           # the first start: its keys stay in the agent's store
+    start(["0", "1"])           # rank 1's node counted a failure, rank 0's a membership change
+    start(["1", "1"])
+    del agent_store

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -58,17 +60,64 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         backend = accel.dist_backend(device)
         kwargs: dict = {}
         if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            # Under torchrun the agent hosts the store and outlives restarts. Keys of each attempt
-            # get their own prefix, so restarted processes never read the addresses of the dead
-            # ones (gloo then tries to connect to them and fails or hangs).
-            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            # Under torchrun the agent hosts the store and outlives restarts, so the keys of
+            # the processes it restarted are still there: every start of the job gets a key
+            # prefix of its own (gloo would otherwise connect to the dead processes' addresses).
             base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
                                  is_master=False, timeout=timedelta(minutes=10))
-            kwargs = {"store": dist.PrefixStore(f"inception/attempt_{attempt}", base), "rank": info.rank,
+            start = agree_on_start(base, info.rank, info.world_size)
+            kwargs = {"store": dist.PrefixStore(f"inception/start_{start}", base), "rank": info.rank,
                       "world_size": info.world_size}
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30),
                                 device_id=device if backend != "gloo" else None, **kwargs)
     return info, device
+
+
+_HEARTBEAT_S = 0.1
+
+
+def agree_on_start(store: dist.Store, rank: int, world_size: int,
+                   timeout: timedelta = timedelta(minutes=10)) -> str:
+    """A name that every process of this start of a torchrun job agrees on, read from a store
+    that may still hold the keys of earlier starts.
+
+    ``TORCHELASTIC_RESTART_COUNT`` cannot name the start: each node's agent counts only its
+    own failures, so after a rank dies its node restarts with count 1 while the other node,
+    restarted as a membership change, keeps 0 (pytorch/pytorch#108158, #135712). Processes
+    that prefixed their keys with it waited for each other under different names for ever.
+
+    Instead, every rank but 0 writes ``hello/RANK`` = ``NONCE:N`` again every 0.1 s until
+    rank 0 answers under ``ack/NONCE``. A key left by a dead process never changes, so rank 0
+    answers a rank only once its key has changed under its eyes (a live process), and answers
+    it with its own nonce, the name of this start. Every process of an earlier start is dead
+    before torchrun starts the next one (each agent stops its workers before it joins the new
+    rendezvous round), so nothing else writes these keys."""
+    me = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout.total_seconds()
+    if rank != 0:
+        ack = f"inception/ack/{me}"
+        beat = 0
+        while True:
+            store.set(f"inception/hello/{rank}", f"{me}:{beat}")
+            if store.check([ack]):
+                return store.get(ack).decode()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rank {rank}: rank 0 did not answer within {timeout} (is rank 0 running?)")
+            beat += 1
+            time.sleep(_HEARTBEAT_S)
+    keys = {r: f"inception/hello/{r}" for r in range(1, world_size)}
+    seen: dict[int, bytes | None] = {r: (store.get(k) if store.check([k]) else None) for r, k in keys.items()}
+    while seen:
+        ranks = [r for r in seen if store.check([keys[r]])]
+        for r, value in zip(ranks, store.multi_get([keys[r] for r in ranks]) if ranks else []):
+            if value != seen[r]:                  # written since rank 0 first looked: alive
+                store.set(f"inception/ack/{value.decode().split(':')[0]}", me)
+                del seen[r]
+        if seen and time.monotonic() > deadline:
+            raise RuntimeError(f"rank 0: ranks {sorted(seen)} did not join within {timeout}")
+        if seen:
+            time.sleep(_HEARTBEAT_S / 2)
+    return me
 
 
 def check_sync_bn(device: torch.device) -> None:
