@@ -276,9 +276,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, dataset=args.dataset, split=args.split,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
                             json_path=args.json, progress=sys.stderr.isatty(), report_dir=args.report,
-                            tta_flip=args.tta_flip, precision=args.precision, channels_last=args.channels_last)
+                            tta_flip=args.tta_flip, precision=args.precision, channels_last=args.channels_last,
+                            image_size=args.image_size, crop_pct=args.crop_pct)
     print(f"top1={r['top1']:.2f}% top5={r['top5']:.2f}% loss={r['loss']:.4f} images={r['count']} "
-          f"img/s={r['img_per_s']:.1f} ({r['arch']}{', EMA weights' if r['weights'] == 'ema' else ''}"
+          f"img/s={r['img_per_s']:.1f} ({r['arch']}{', EMA weights' if r['weights'] == 'ema' else ''}, "
+          f"{r['image_size']} px crop_pct {r['crop_pct']:g}"
           f"{', flip TTA' if r['tta_flip'] else ''}, {r['speed']}, "
           f"{r['dataset']} {r['split']}, {r['checkpoint']})")
     for line in r.get("report_lines", []):
@@ -708,7 +710,15 @@ def _add_eval(sub) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT|RUN_DIR", help="checkpoint file or run directory")
     p.add_argument("--data-dir", default=None, help="dataset root (default: the one the checkpoint was trained on)")
     p.add_argument("--dataset", default=None, help="dataset kind (default: the checkpoint's)")
-    p.add_argument("--split", default=None, help="split to evaluate (default: the validation split)")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate (default: the validation split); holdout: the part of the train split a "
+                        "run with data.holdout validated on")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="evaluate at this size: resize the short side to image_size / crop_pct, crop image_size "
+                        "(default: the run's data.image_size)")
+    p.add_argument("--crop-pct", type=float, default=None,
+                   help="fraction of the resized image that is center-cropped, 1.0 = the whole image (default: the "
+                        "run's data.crop_pct, else the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the training batch size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, npu or npu:N")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")

@@ -328,3 +328,33 @@ def test_holdout_run_validates_on_the_held_out_train_images(tmp_path):
     assert "validation: 142 images held out of the train split 'train' (data.holdout 0.1" in log
     # `inception eval` of the run reports on the val split, the figure to publish
     assert evaluate_checkpoint(result.run_dir, device="cpu")["count"] == 360
+    # --split holdout: the images the run validated on, with the run's own figure
+    last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    held = evaluate_checkpoint(result.run_dir / "checkpoints" / "last.pt", device="cpu", split="holdout")
+    assert held["count"] == 142 and held["split"] == "holdout"
+    assert held["top1"] == pytest.approx(last["metrics"]["val_top1"])
+
+
+def test_eval_of_the_held_out_part_needs_a_holdout_run(tmp_path):
+    train(_cfg(tmp_path, **{"train.epochs": 1}), progress=False)
+    with pytest.raises(UserError, match="split 'holdout' is the held-out part .* had data.holdout 0"):
+        evaluate_checkpoint(tmp_path / "run", device="cpu", split="holdout")
+
+
+def test_eval_at_another_size_and_crop(tmp_path, capsys):
+    """--image-size / --crop-pct replace the run's eval preprocessing (timm's --img-size
+    --crop-pct); the result names them, and sizes below the model's minimum or crop
+    fractions outside (0, 1] are refused with the fix."""
+    train(_cfg(tmp_path, **{"train.epochs": 1}), progress=False)
+    run = tmp_path / "run"
+    same = evaluate_checkpoint(run, device="cpu")
+    assert (same["image_size"], same["crop_pct"]) == (16, 1.0)         # digits: the cifar preset, whole images
+    other = evaluate_checkpoint(run, device="cpu", image_size=24, crop_pct=0.75)
+    assert (other["image_size"], other["crop_pct"]) == (24, 0.75) and other["count"] == same["count"]
+    assert other["top1"] != same["top1"] or other["loss"] != same["loss"]
+    with pytest.raises(UserError, match="--image-size 4 is below googlenet's minimum input size"):
+        evaluate_checkpoint(run, device="cpu", image_size=4)
+    with pytest.raises(UserError, match=r"--crop-pct 1.5 must be in \(0, 1\]"):
+        evaluate_checkpoint(run, device="cpu", crop_pct=1.5)
+    assert main(["eval", "--checkpoint", str(run), "--image-size", "24", "--crop-pct", "1", "--device", "cpu"]) == 0
+    assert "24 px crop_pct 1," in capsys.readouterr().out

@@ -224,16 +224,28 @@ def build_datasets(cfg: DataCfg, data_config: DataConfig) -> tuple[Dataset, Data
     return train, val
 
 
+HOLDOUT = "holdout"
+
+
 def build_eval_dataset(cfg: DataCfg, data_config: DataConfig, split: str | None = None,
                        class_names: list[str] | None = None) -> Dataset:
-    """One split (default ``data.val_split``) with the eval preprocessing.
+    """One split (default ``data.val_split``) with the eval preprocessing; ``holdout``: the
+    part of the train split that ``data.holdout`` held out (what a holdout run validated on).
 
     With ``class_names`` (a checkpoint's) labels follow that order, and a class outside it
     is a UserError. Without, folder datasets take their classes from the train split when
     it exists, so labels match those a model was trained with.
     """
     split = split or cfg.val_split
-    ds = open_split(cfg, split, _reading(cfg, Preprocessing.from_config(cfg, data_config), train=False))
+    reading = _reading(cfg, Preprocessing.from_config(cfg, data_config), train=False)
+    if split == HOLDOUT:
+        if not cfg.holdout:
+            raise UserError(f"split '{HOLDOUT}' is the held-out part of the train split of a run trained with "
+                            "data.holdout, and this one had data.holdout 0; evaluate a split of the dataset instead")
+        whole = open_split(cfg, cfg.train_split, reading)
+        ds = hold_out(whole, whole, cfg)[1]
+    else:
+        ds = open_split(cfg, split, reading)
     if class_names is not None:
         conform(ds, list(class_names), against="the checkpoint's classes",
                 fix="evaluate with a checkpoint trained on these classes")

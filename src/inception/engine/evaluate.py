@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .. import accel
 from ..accel import resolve_device
 from ..config import Config, apply
-from ..data import build_eval_loader
+from ..data import Preprocessing, build_eval_loader
 from ..errors import UserError
 from ..models import apply_weights, create_model, eval_weights
 from ..report import write_eval_report
@@ -107,16 +107,22 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
                         workers: int | None = None, json_path: str | Path | None = None,
                         progress: bool = False, report_dir: str | Path | None = None,
                         tta_flip: bool | None = None, precision: str = "auto",
-                        channels_last: bool | None = None) -> dict:
+                        channels_last: bool | None = None, image_size: int | None = None,
+                        crop_pct: float | None = None) -> dict:
     """Evaluate ``checkpoint`` (a file or a run directory) on the data it was trained on,
-    or on ``data_dir`` / ``dataset`` / ``split`` when given. Labels follow the checkpoint's
+    or on ``data_dir`` / ``dataset`` / ``split`` when given (``split="holdout"``: the part of
+    the train split a run with ``data.holdout`` validated on). Labels follow the checkpoint's
     class names, so any folder with the same classes (or a subset) can be used. With
     ``report_dir``, a confusion-matrix PNG, a per-class CSV and a JSON report are written
     there, and ``report_lines`` (the per-class table) comes back. ``tta_flip``: average each
     image's logits with its mirror's (default: as the run was evaluated, ``train.tta_flip``).
     ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) and ``channels_last`` (None: the
     device's default) as in training: ``auto`` is bf16 autocast where the device has native
-    bf16 (:func:`~inception.accel.speed_defaults`); ``speed`` in the result names the choice."""
+    bf16 (:func:`~inception.accel.speed_defaults`); ``speed`` in the result names the choice.
+    ``image_size`` and ``crop_pct`` replace the run's eval preprocessing (resize the short side
+    to ``image_size / crop_pct``, crop ``image_size``), as timm's ``validate.py --img-size
+    --crop-pct``: a model trained on random crops often scores higher on larger test images
+    (Touvron et al., "Fixing the train-test resolution discrepancy", 2019)."""
     model, ckpt, cfg, path, data_config = restore_model(checkpoint)
     if dataset:
         apply(cfg, {"data": {"dataset": dataset}}, " (command line)")
@@ -124,6 +130,16 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
         apply(cfg, {"data": {"data_dir": data_dir}}, " (command line)")
     if workers is not None:
         apply(cfg, {"data": {"workers": workers}}, " (command line)")
+    if image_size is not None:
+        if image_size < data_config.min_input_size:
+            raise UserError(f"--image-size {image_size} is below {ckpt['arch']}'s minimum input size "
+                            f"{data_config.min_input_size}; use {data_config.min_input_size} or more")
+        apply(cfg, {"data": {"image_size": image_size}}, " (command line)")
+    if crop_pct is not None:
+        if not 0 < crop_pct <= 1:
+            raise UserError(f"--crop-pct {crop_pct} must be in (0, 1]: the fraction of the resized image "
+                            "that is cropped (1.0 = the whole image)")
+        apply(cfg, {"data": {"crop_pct": crop_pct}}, " (command line)")
     if precision not in PRECISIONS:
         raise UserError(f"precision '{precision}' is not valid; choose {', '.join(PRECISIONS)}")
     dev = resolve_device(device)
@@ -139,9 +155,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     with amp.autocast():
         result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None,
                           flip=flip)
-    result.update(tta_flip=flip, precision=precision, channels_last=channels_last,
-                  speed=defaults.describe(precision, channels_last), checkpoint=str(path), arch=ckpt["arch"],
-                  epoch=ckpt.get("epoch"),
+    pre = Preprocessing.from_config(cfg.data, data_config)
+    result.update(image_size=pre.size, crop_pct=pre.crop_pct, tta_flip=flip, precision=precision,
+                  channels_last=channels_last, speed=defaults.describe(precision, channels_last),
+                  checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
                   weights=ckpt.get("best_source", "model"), dataset=cfg.data.dataset, split=split or cfg.data.val_split)
     if report_dir:
         confusion = result.pop("confusion")
