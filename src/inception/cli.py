@@ -715,7 +715,7 @@ def _add_eval(sub) -> None:
                         "run with data.holdout validated on")
     p.add_argument("--image-size", type=int, default=None,
                    help="evaluate at this size: resize the short side to image_size / crop_pct, crop image_size "
-                        "(default: the run's data.image_size)")
+                        "(default: the run's data.eval_image_size, else its data.image_size)")
     p.add_argument("--crop-pct", type=float, default=None,
                    help="fraction of the resized image that is center-cropped, 1.0 = the whole image (default: the "
                         "run's data.crop_pct, else the model's)")

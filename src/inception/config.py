@@ -58,8 +58,12 @@ class DataCfg:
     train_list: str | None = _f(None, "list dataset: training list file (default <data_dir>/train_list.txt)")
     val_list: str | None = _f(None, "list dataset: validation list file (default <data_dir>/val_list.txt)")
     image_size: int | None = _f(None, "training/eval resolution; default: the model's input size", ge=1)
-    crop_pct: float | None = _f(None, "eval center crop: resize the short side to image_size / crop_pct, then crop "
-                                      "image_size (1.0 = whole image); default: the model's crop fraction (see "
+    eval_image_size: int | None = _f(
+        None, "evaluation resolution when it differs from training's (torchvision's --val-crop-size, timm's "
+        "test_input_size): a network trained on random crops often scores higher a little above its training size; "
+        "choose it on data.holdout, never on val; default: image_size", ge=1)
+    crop_pct: float | None = _f(None, "eval center crop: resize the short side to eval size / crop_pct, then crop "
+                                      "the eval size (1.0 = whole image); default: the model's crop fraction (see "
                                       "`inception models`)", gt=0, le=1)
     augment: Literal["auto", "imagenet", "cifar", "none"] = _f(
         "auto", "train augmentation: imagenet (RandomResizedCrop), cifar (pad + random crop), none; "

@@ -8,8 +8,9 @@ import torch
 from inception.config import DataCfg
 from inception.data import Batch, FileLoader, Preprocessing, ResidentLoader, build_eval_loader, build_loaders
 from inception.data.loader import cap_workers, usable_cores
-from inception.data.pipeline import uses_fast_decoder
+from inception.data.pipeline import eval_preprocessing, uses_fast_decoder
 from inception.errors import UserError
+from inception.spec import DataConfig
 
 from .conftest import IDENTITY
 
@@ -87,6 +88,26 @@ def test_crop_pct_sets_the_eval_resize(folder):
                              batch_size=3, device=CPU)
     a, b = next(iter(loader)), next(iter(full))
     assert a.images.shape == b.images.shape == (3, 3, 16, 16) and not torch.equal(a.images, b.images)
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "torchvision"])
+def test_eval_image_size_changes_evaluation_only(folder, pipeline):
+    """data.eval_image_size (torchvision's --val-crop-size): the eval loader, the resize and
+    the exported preprocessing take it; training crops stay at image_size; below the model's
+    minimum it is refused."""
+    base = dict(dataset="folder", data_dir=str(folder), workers=0, image_size=16, pipeline=pipeline)
+    pre = Preprocessing.from_config(DataCfg(**base, eval_image_size=24, crop_pct=0.75), IDENTITY)
+    assert (pre.size, pre.eval_size, pre.resize_size) == (16, 24, 32)
+    assert pre.eval_dict()["image_size"] == 24 and pre.eval_dict()["resize_size"] == 32
+    cfg = DataCfg(**base, eval_image_size=24)
+    train, val = build_loaders(cfg, IDENTITY, batch_size=2, seed=0, device=CPU)
+    assert next(iter(train)).images.shape[-2:] == (16, 16)
+    assert next(iter(val)).images.shape[-2:] == (24, 24)
+    assert next(iter(build_eval_loader(cfg, IDENTITY, batch_size=3, device=CPU))).images.shape[-2:] == (24, 24)
+    assert eval_preprocessing(cfg, IDENTITY)["image_size"] == 24
+    small = DataConfig(input_size=(3, 16, 16), min_input_size=12, mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.raises(UserError, match="data.eval_image_size 8 is below the model's minimum input size 12"):
+        Preprocessing.from_config(DataCfg(**base, eval_image_size=8), small)
 
 
 def test_workers_are_capped_at_the_usable_cores(caplog):

@@ -358,3 +358,9 @@ def test_eval_at_another_size_and_crop(tmp_path, capsys):
         evaluate_checkpoint(run, device="cpu", crop_pct=1.5)
     assert main(["eval", "--checkpoint", str(run), "--image-size", "24", "--crop-pct", "1", "--device", "cpu"]) == 0
     assert "24 px crop_pct 1," in capsys.readouterr().out
+    # a run with data.eval_image_size validates at that size (digits: batched on the device), and
+    # eval takes it as the run's own
+    result = train(_cfg(tmp_path, "bigger", **{"train.epochs": 1, "data.eval_image_size": 24}), progress=False)
+    own = evaluate_checkpoint(result.run_dir, device="cpu")
+    assert own["image_size"] == 24
+    assert own["top1"] == pytest.approx(_rows(result.run_dir, "epoch")[-1]["val_top1"])

@@ -78,8 +78,9 @@ class Preprocessing:
     Training: the ``augment`` preset at ``size`` (``crop_scale`` for imagenet,
     ``crop_padding`` for cifar), ``hflip``, the ``auto_augment`` policy, ``color_jitter``;
     with ``sizes`` (progressive resizing) at the size of each epoch instead. Evaluation:
-    resize the short side to ``resize_size`` (``size / crop_pct``) with ``interpolation``,
-    center-crop ``size``. Both scale to [0, 1] and normalize with ``mean``/``std``.
+    resize the short side to ``resize_size`` (``eval_size / crop_pct``) with ``interpolation``,
+    center-crop ``eval_size`` (``data.eval_image_size``, else ``size``). Both scale to [0, 1]
+    and normalize with ``mean``/``std``.
     """
 
     size: int
@@ -96,6 +97,7 @@ class Preprocessing:
     randaugment_magnitude: int = 9
     randaugment_ops: int = 2
     sizes: tuple[int, ...] = ()
+    test_size: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DataCfg, dc: DataConfig) -> "Preprocessing":
@@ -107,19 +109,28 @@ class Preprocessing:
         if cfg.progressive_sizes and min(cfg.progressive_sizes) < dc.min_input_size:
             raise UserError(f"data.progressive_sizes {cfg.progressive_sizes} go below the model's minimum input size "
                             f"{dc.min_input_size}; start at {dc.min_input_size} or more")
+        if cfg.eval_image_size is not None and cfg.eval_image_size < dc.min_input_size:
+            raise UserError(f"data.eval_image_size {cfg.eval_image_size} is below the model's minimum input size "
+                            f"{dc.min_input_size}; use {dc.min_input_size} or more")
         return cls(size=image_size(cfg, dc), augment=preset, hflip=hflip_enabled(cfg),
                    color_jitter=cfg.color_jitter, crop_scale=tuple(cfg.crop_scale), crop_padding=cfg.crop_padding,
                    interpolation=dc.interpolation, mean=tuple(dc.mean), std=tuple(dc.std), crop_pct=crop_pct,
                    auto_augment=cfg.auto_augment, randaugment_magnitude=cfg.randaugment_magnitude,
-                   randaugment_ops=cfg.randaugment_ops, sizes=tuple(cfg.progressive_sizes))
+                   randaugment_ops=cfg.randaugment_ops, sizes=tuple(cfg.progressive_sizes),
+                   test_size=cfg.eval_image_size)
+
+    @property
+    def eval_size(self) -> int:
+        """The side of evaluated images (``data.eval_image_size``, else the training size)."""
+        return self.test_size or self.size
 
     @property
     def resize_size(self) -> int:
-        return int(self.size / self.crop_pct)
+        return int(self.eval_size / self.crop_pct)
 
     def eval_dict(self) -> dict:
         """The eval preprocessing as plain values (what an exported model's metadata carries)."""
-        return {"image_size": self.size, "crop_pct": self.crop_pct, "resize_size": self.resize_size,
+        return {"image_size": self.eval_size, "crop_pct": self.crop_pct, "resize_size": self.resize_size,
                 "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
 
     def policy(self):
@@ -142,7 +153,7 @@ class Preprocessing:
                                crop_scale=self.crop_scale, crop_padding=self.crop_padding, policy=self.policy())
 
     def eval_transform(self):
-        return eval_transform(size=self.size, mean=self.mean, std=self.std, interpolation=self.interpolation,
+        return eval_transform(size=self.eval_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
                               crop_pct=self.crop_pct)
 
     # -- the fast decoder -------------------------------------------------------------------
@@ -158,7 +169,7 @@ class Preprocessing:
         return decoder if policy is None else v2.Compose([decoder, policy])
 
     def eval_decoder(self, defer: bool = False):
-        return CenterCropDecode(self.size, resize_size=self.resize_size, interpolation=self.interpolation,
+        return CenterCropDecode(self.eval_size, resize_size=self.resize_size, interpolation=self.interpolation,
                                 defer=defer)
 
     # -- device-resident batches ------------------------------------------------------------
@@ -167,7 +178,7 @@ class Preprocessing:
         none preset) or eval transform would."""
         common = {"size": self.size, "mean": self.mean, "std": self.std, "interpolation": self.interpolation}
         if not train:
-            return {**common, "padding": 0, "hflip": False, "resize_size": self.resize_size}
+            return {**common, "size": self.eval_size, "padding": 0, "hflip": False, "resize_size": self.resize_size}
         if self.augment not in ("cifar", "none") or self.color_jitter:
             raise UserError(f"the {self.augment} augmentation{' with color_jitter' if self.color_jitter else ''} "
                             "cannot run on the device; set data.device_resident: false, or use data.augment cifar "
@@ -203,9 +214,10 @@ def _reading(cfg: DataCfg, pre: Preprocessing, train: bool) -> Reading:
     else:
         transform = pre.eval_transform()
         decoder = pre.eval_decoder(cfg.gpu_decode) if fast else None
+    size = pre.size if train else pre.eval_size
     if decoder is None:
-        return Reading(transform, size=pre.size)
-    return Reading(transform, size=pre.size, file_loader=read_encoded, file_transform=decoder,
+        return Reading(transform, size=size)
+    return Reading(transform, size=size, file_loader=read_encoded, file_transform=decoder,
                    normalize=(pre.mean, pre.std))
 
 

@@ -134,7 +134,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
         if image_size < data_config.min_input_size:
             raise UserError(f"--image-size {image_size} is below {ckpt['arch']}'s minimum input size "
                             f"{data_config.min_input_size}; use {data_config.min_input_size} or more")
-        apply(cfg, {"data": {"image_size": image_size}}, " (command line)")
+        apply(cfg, {"data": {"eval_image_size": image_size}}, " (command line)")
     if crop_pct is not None:
         if not 0 < crop_pct <= 1:
             raise UserError(f"--crop-pct {crop_pct} must be in (0, 1]: the fraction of the resized image "
@@ -156,7 +156,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
         result = evaluate(model, loader, dev, progress=progress, num_classes=len(classes) if report_dir else None,
                           flip=flip)
     pre = Preprocessing.from_config(cfg.data, data_config)
-    result.update(image_size=pre.size, crop_pct=pre.crop_pct, tta_flip=flip, precision=precision,
+    result.update(image_size=pre.eval_size, crop_pct=pre.crop_pct, tta_flip=flip, precision=precision,
                   channels_last=channels_last, speed=defaults.describe(precision, channels_last),
                   checkpoint=str(path), arch=ckpt["arch"], epoch=ckpt.get("epoch"),
                   weights=ckpt.get("best_source", "model"), dataset=cfg.data.dataset, split=split or cfg.data.val_split)
