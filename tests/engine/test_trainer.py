@@ -337,7 +337,9 @@ def test_holdout_run_validates_on_the_held_out_train_images(tmp_path):
 
 def test_eval_of_the_held_out_part_needs_a_holdout_run(tmp_path):
     train(_cfg(tmp_path, **{"train.epochs": 1}), progress=False)
-    with pytest.raises(UserError, match="split 'holdout' is the held-out part .* had data.holdout 0"):
+    with pytest.raises(UserError, match="digits has the splits 'train' and 'test', not 'holdout' .*split 'holdout' "
+                                        "names the held-out part of the train split only for a run trained with "
+                                        "data.holdout; this one had data.holdout 0"):
         evaluate_checkpoint(tmp_path / "run", device="cpu", split="holdout")
 
 

@@ -250,14 +250,17 @@ def build_eval_dataset(cfg: DataCfg, data_config: DataConfig, split: str | None 
     """
     split = split or cfg.val_split
     reading = _reading(cfg, Preprocessing.from_config(cfg, data_config), train=False)
-    if split == HOLDOUT:
-        if not cfg.holdout:
-            raise UserError(f"split '{HOLDOUT}' is the held-out part of the train split of a run trained with "
-                            "data.holdout, and this one had data.holdout 0; evaluate a split of the dataset instead")
+    if split == HOLDOUT and cfg.holdout:
         whole = open_split(cfg, cfg.train_split, reading)
         ds = hold_out(whole, whole, cfg)[1]
     else:
-        ds = open_split(cfg, split, reading)
+        try:
+            ds = open_split(cfg, split, reading)
+        except UserError as e:
+            if split != HOLDOUT:
+                raise
+            raise UserError(f"{e} (split '{HOLDOUT}' names the held-out part of the train split only for a run "
+                            "trained with data.holdout; this one had data.holdout 0)") from None
     if class_names is not None:
         conform(ds, list(class_names), against="the checkpoint's classes",
                 fix="evaluate with a checkpoint trained on these classes")
