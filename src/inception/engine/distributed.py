@@ -108,7 +108,8 @@ def agree_on_start(store: dist.Store, rank: int, world_size: int,
     keys = {r: f"inception/hello/{r}" for r in range(1, world_size)}
     seen: dict[int, bytes | None] = {r: (store.get(k) if store.check([k]) else None) for r, k in keys.items()}
     while seen:
-        ranks = [r for r in seen if store.check([keys[r]])]
+        pending = [keys[r] for r in seen]     # one round trip when every key is there (after the first start)
+        ranks = list(seen) if store.check(pending) else [r for r in seen if store.check([keys[r]])]
         for r, value in zip(ranks, store.multi_get([keys[r] for r in ranks]) if ranks else []):
             if value != seen[r]:                  # written since rank 0 first looked: alive
                 store.set(f"inception/ack/{value.decode().split(':')[0]}", me)
