@@ -97,7 +97,7 @@ class Preprocessing:
     randaugment_magnitude: int = 9
     randaugment_ops: int = 2
     sizes: tuple[int, ...] = ()
-    test_size: int | None = None
+    eval_image_size: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DataCfg, dc: DataConfig) -> "Preprocessing":
@@ -117,12 +117,12 @@ class Preprocessing:
                    interpolation=dc.interpolation, mean=tuple(dc.mean), std=tuple(dc.std), crop_pct=crop_pct,
                    auto_augment=cfg.auto_augment, randaugment_magnitude=cfg.randaugment_magnitude,
                    randaugment_ops=cfg.randaugment_ops, sizes=tuple(cfg.progressive_sizes),
-                   test_size=cfg.eval_image_size)
+                   eval_image_size=cfg.eval_image_size)
 
     @property
     def eval_size(self) -> int:
         """The side of evaluated images (``data.eval_image_size``, else the training size)."""
-        return self.test_size or self.size
+        return self.eval_image_size or self.size
 
     @property
     def resize_size(self) -> int:
