@@ -456,9 +456,11 @@ def test_run_inception_kills_a_step_at_its_limit(tmp_path):
     """A step past its time limit is killed with its process group; its output so far is kept."""
     start = time.perf_counter()
     outcome = run_inception(["bench", "model", "googlenet", "--mode", "infer", "--image-size", "64", "--steps",
-                             "100000", "--device", "cpu"], 5.0, log_path=tmp_path / "step.log")
-    assert outcome.rc is None and not outcome.ok and time.perf_counter() - start < 30
-    assert "cut at its 5 s time limit" == outcome.why(5.0)
+                             "100000", "--device", "cpu"], 15.0, log_path=tmp_path / "step.log")
+    # 15 s: on a loaded 2-core machine importing torch and building the model took over 5 s,
+    # and the bench's header (asserted below) comes only after that
+    assert outcome.rc is None and not outcome.ok and time.perf_counter() - start < 45
+    assert "cut at its 15 s time limit" == outcome.why(15.0)
     assert "bench googlenet infer" in (tmp_path / "step.log").read_text()
 
 
