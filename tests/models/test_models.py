@@ -220,6 +220,34 @@ def test_aa_pool_keeps_weights_and_feature_sizes(name, sizes):
         assert not torch.allclose(a, b)
 
 
+@pytest.mark.parametrize("name,size,plain_map", [("googlenet", 128, 4), ("googlenet", 64, 2),
+                                                 ("googlenet_cifar", 32, 8)])
+def test_googlenet_without_maxpool4_keeps_weights_and_doubles_block5(name, size, plain_map):
+    """maxpool4=False: the same state dict (loads either way), blocks 4a-4e compute the same
+    thing, block 5 and the last feature map run at twice the resolution, and block 5's four
+    times the pixels show in the MACs (+23% for the whole network at 224 px)."""
+    torch.manual_seed(0)
+    plain = create_model(name, num_classes=3).eval()
+    wide = create_model(name, num_classes=3, maxpool4=False).eval()
+    assert isinstance(wide.maxpool4, nn.Identity) and not isinstance(plain.maxpool4, nn.Identity)
+    sd = plain.state_dict()
+    assert {k: v.shape for k, v in wide.state_dict().items()} == {k: v.shape for k, v in sd.items()}
+    wide.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        a, b = plain.forward_features(x), wide.forward_features(x)
+        assert a.shape == (2, 1024, plain_map, plain_map) and b.shape == (2, 1024, 2 * plain_map, 2 * plain_map)
+        # what block 5 sees: block 4e's output, pooled or not
+        y = plain.maxpool3(plain.inception3b(plain.inception3a(plain.maxpool2(plain.conv3(plain.conv2(
+            plain.maxpool1(plain.conv1(x))))))))
+        y = plain.inception4e(plain.inception4d(plain.inception4c(plain.inception4b(plain.inception4a(y)))))
+        torch.testing.assert_close(b, wide.inception5b(wide.inception5a(y)))
+        assert wide(x).shape == (2, 3)
+    macs_plain, macs_wide = count_macs(plain, (3, 224, 224)), count_macs(wide, (3, 224, 224))
+    if name == "googlenet":
+        assert 1.20 < macs_wide / macs_plain < 1.26
+
+
 @pytest.mark.parametrize("kernel,ceil_mode", [(3, True), (2, True), (3, False)])
 def test_blur_max_pool_sizes_constants_and_shift_stability(kernel, ceil_mode):
     pool = BlurMaxPool2d(kernel, ceil_mode=ceil_mode)
